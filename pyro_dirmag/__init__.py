@@ -1,0 +1,1 @@
+"""pyro_dirmag: direction and magnitude weight noise for Bayesian neural networks in Pyro."""
