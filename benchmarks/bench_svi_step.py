@@ -1,0 +1,111 @@
+"""
+Time per SVI step of the DirMag models against a plain PyTorch training step of the
+same weight-normalized deterministic architecture, measured in one run (interleaved
+rounds, medians) so that the ratios are comparable on a loaded machine.
+
+    python benchmarks/bench_svi_step.py            # LeNet-300-100 @100, @1000, LeNet5 @100
+    python benchmarks/bench_svi_step.py --profile  # plus where the SVI step's time goes
+
+Anchor (issue 3): TyXe's local reparameterization measured 8.7x (batch 100) and 3.4x
+(batch 1000) a plain step; target <= 8x and <= 3x for LeNet-300-100.
+"""
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import time
+
+import pyro
+import torch
+import torch.nn.functional as F
+from pyro.infer import SVI, TraceMeanField_ELBO
+from pyro.optim import ClippedAdam
+
+from pyro_dirmag.infer import DirMagELBO, DirMagGuide
+from pyro_dirmag.models import deterministic_model, dirmag_model
+
+CASES = [("lenet300", 100), ("lenet300", 1000), ("lenet5", 100)]
+
+
+def plain_step_fn(name, x, y):
+    net = deterministic_model(name)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def svi_step_fn(name, x, y, elbo=TraceMeanField_ELBO, **layer_kwargs):
+    pyro.clear_param_store()
+    model = dirmag_model(name, 60000, **layer_kwargs)
+    guide = DirMagGuide(model)
+    svi = SVI(model, guide, ClippedAdam({"lr": 1e-3}), elbo())
+    return lambda: svi.step(x, y)
+
+
+def timed(fn, steps):
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - start) / steps
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10, help="steps per round")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pyro.set_rng_seed(0)
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds x "
+        f"{args.steps} steps, medians of per-round means"
+    )
+    cols = {
+        "meanfield": "TraceMeanField_ELBO",
+        "dirmag": "DirMagELBO",
+        "shared": "DirMagELBO shared-phi",
+    }
+    print("per-example noise (g, eps, phi) unless shared-phi; ms per step (ratio to plain)")
+    print(f"{'model':<9}{'batch':>6}{'plain':>8}" + "".join(f"{c:>26}" for c in cols.values()))
+    for name, batch in CASES:
+        x = torch.randn(batch, 784)
+        y = torch.randint(0, 10, (batch,))
+        fns = {
+            "plain": plain_step_fn(name, x, y),
+            "meanfield": svi_step_fn(name, x, y),
+            "dirmag": svi_step_fn(name, x, y, elbo=DirMagELBO),
+            "shared": svi_step_fn(name, x, y, elbo=DirMagELBO, phi="shared"),
+        }
+        times = {k: [] for k in fns}
+        for fn in fns.values():
+            timed(fn, 2)  # warm up
+        for _ in range(args.rounds):
+            for k, fn in fns.items():
+                times[k].append(timed(fn, args.steps))
+        med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+        line = f"{name:<9}{batch:>6}{med['plain']:>8.2f}"
+        for c in cols:
+            line += f"{med[c]:>18.2f} ({med[c] / med['plain']:4.1f}x)"
+        print(line, flush=True)
+        if args.profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            timed(fns["dirmag"], args.steps)
+            prof.disable()
+            s = io.StringIO()
+            pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(30)
+            print(s.getvalue())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+import math
+
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.torch_distribution import TorchDistribution
+
+_EMPTY = torch.Size()
+
+
+class LogUniform(TorchDistribution):
+    r"""
+    Improper log-uniform (scale-invariant) prior on the real line,
+
+    .. math:: p(x) \propto \frac{1}{|x|}, \qquad \log p(x) = -\log |x|,
+
+    the magnitude prior of sparse variational dropout [1]. It is improper: it can
+    score a value (``+inf`` at 0, never NaN) but not be sampled, so use it where
+    only ``log_prob`` and the registered
+    ``kl_divergence(Normal, LogUniform)`` are needed (the Molchanov et al.
+    approximation, see :mod:`pyro_dirmag.distributions.kl`). Where a sampleable
+    prior is required (Pyro's ``Predictive`` and autoguide prototype traces draw
+    every latent from its prior), use :class:`SymmetricLogUniform` instead.
+
+    **References:**
+
+    [1] D. Molchanov, A. Ashukha, D. Vetrov (2017) "Variational Dropout Sparsifies
+        Deep Neural Networks"
+
+    :param torch.Size batch_shape: Batch shape of the prior.
+    """
+
+    arg_constraints = {}
+    support = constraints.real
+    has_rsample = False
+
+    def __init__(self, batch_shape=_EMPTY, *, validate_args=None):
+        super().__init__(torch.Size(batch_shape), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(LogUniform, _instance)
+        super(LogUniform, new).__init__(torch.Size(batch_shape), validate_args=False)
+        new._validate_args = self.__dict__.get("_validate_args")
+        return new
+
+    def _improper(self, *args, **kwargs):
+        raise NotImplementedError(
+            "LogUniform is an improper prior (p(x) proportional to 1/|x| does not "
+            "normalize) and cannot be sampled; use SymmetricLogUniform(low, high) "
+            "where samples are needed"
+        )
+
+    sample = rsample = _improper
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        return value.abs().log().neg().expand(shape)
+
+
+class _SymmetricInterval(constraints.Constraint):
+    """Constrain to ``{x : low <= |x| <= high}``."""
+
+    is_discrete = False
+    event_dim = 0
+
+    def __init__(self, low, high):
+        self.low = low
+        self.high = high
+        super().__init__()
+
+    def check(self, value):
+        a = value.abs()
+        return (a >= self.low) & (a <= self.high)
+
+    def __repr__(self):
+        return f"SymmetricInterval(low={self.low}, high={self.high})"
+
+
+class SymmetricLogUniform(TorchDistribution):
+    r"""
+    Proper log-uniform law on :math:`\{x : a \le |x| \le b\}` (``a = low``,
+    ``b = high``), the sampleable stand-in for :class:`LogUniform`,
+
+    .. math::
+
+        p(x) = \frac{1}{2 |x| \log(b / a)}, \qquad
+        x = s\, e^{u}, \quad s = \pm 1, \quad u \sim \mathrm{Uniform}(\log a, \log b).
+
+    Use it as the magnitude prior of a Bayesian layer wherever the prior must be
+    sampled (``Predictive``, autoguide initialization). Its registered
+    ``kl_divergence(Normal, SymmetricLogUniform)`` is the Molchanov et al.
+    approximation of the improper prior shifted by :math:`\log(2 \log(b/a))`; see
+    :mod:`pyro_dirmag.distributions.kl`. ::
+
+        g = pyro.sample("g", SymmetricLogUniform(1e-4, 1e4).expand([out]).to_event(1))
+
+    :param torch.Tensor low: Positive lower bound :math:`a` of :math:`|x|`.
+    :param torch.Tensor high: Upper bound :math:`b > a` of :math:`|x|`.
+    """
+
+    arg_constraints = {"low": constraints.positive, "high": constraints.positive}
+    has_rsample = True
+
+    def __init__(self, low, high, *, validate_args=None):
+        low, high = (
+            x if isinstance(x, torch.Tensor) else torch.tensor(float(x)) for x in (low, high)
+        )
+        self.low, self.high = torch.broadcast_tensors(low, high)
+        super().__init__(self.low.shape, validate_args=validate_args)
+        if self._validate_args and not (self.low < self.high).all():
+            raise ValueError(
+                "Expected parameter high to be greater than low, but found "
+                f"low={self.low} and high={self.high}"
+            )
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(SymmetricLogUniform, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.low = self.low.expand(batch_shape)
+        new.high = self.high.expand(batch_shape)
+        super(SymmetricLogUniform, new).__init__(batch_shape, validate_args=False)
+        new._validate_args = self.__dict__.get("_validate_args")
+        return new
+
+    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    def support(self):
+        return _SymmetricInterval(self.low, self.high)
+
+    @property
+    def _log_ratio(self):
+        return self.high.log() - self.low.log()
+
+    def rsample(self, sample_shape=_EMPTY):
+        shape = self._extended_shape(sample_shape)
+        return self.icdf(torch.rand(shape, dtype=self.low.dtype, device=self.low.device))
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        lp = -value.abs().log() - (2 * self._log_ratio).log()
+        return torch.where(self.support.check(value), lp, torch.full_like(lp, -math.inf))
+
+    def cdf(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        a = value.abs().clamp(self.low, self.high)
+        half = 0.5 * (a.log() - self.low.log()) / self._log_ratio
+        return torch.where(value < 0, 0.5 - half, 0.5 + half)
+
+    def icdf(self, value):
+        # Inverting cdf: u < 1/2: x = -a (b/a)^(1 - 2u); u >= 1/2: x = a (b/a)^(2u - 1).
+        neg = value < 0.5
+        e = torch.where(neg, 1 - 2 * value, 2 * value - 1)
+        mag = (self.low.log() + e * self._log_ratio).exp()
+        return torch.where(neg, -mag, mag)
+
+    @property
+    def mean(self):
+        return torch.zeros_like(self.low)
+
+    @property
+    def variance(self):
+        return (self.high.square() - self.low.square()) / (2 * self._log_ratio)
+
+    def entropy(self):
+        return 0.5 * (self.low.log() + self.high.log()) + (2 * self._log_ratio).log()

@@ -1,0 +1,28 @@
+"""Inference for DirMag models: guide, prediction, metrics, pruning, safe SVI."""
+
+from .elbo import DirMagELBO
+from .guide import LOG_ALPHA_MAX, LOG_ALPHA_MIN, DirMagGuide
+from .metrics import accuracy, expected_calibration_error, negative_log_likelihood
+from .predict import PREDICT_MODES, predict
+from .prune import PruneReport, SelectFeatures, mean_weights, prune
+from .reparam import PlaneRotationReparam
+from .training import FiniteSVI, NonFiniteLossError
+
+__all__ = [
+    "LOG_ALPHA_MAX",
+    "LOG_ALPHA_MIN",
+    "PREDICT_MODES",
+    "DirMagELBO",
+    "DirMagGuide",
+    "FiniteSVI",
+    "NonFiniteLossError",
+    "PlaneRotationReparam",
+    "PruneReport",
+    "SelectFeatures",
+    "accuracy",
+    "expected_calibration_error",
+    "mean_weights",
+    "negative_log_likelihood",
+    "predict",
+    "prune",
+]

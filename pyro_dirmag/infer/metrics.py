@@ -1,0 +1,61 @@
+r"""
+Classification metrics on predicted class probabilities.
+
+Each takes ``probs`` of shape ``(N, C)`` (rows summing to 1) and integer ``labels`` of
+shape ``(N,)`` and returns a Python float.
+"""
+
+import torch
+
+__all__ = ["accuracy", "expected_calibration_error", "negative_log_likelihood"]
+
+
+def _check(probs, labels):
+    if probs.dim() != 2 or labels.dim() != 1 or probs.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"expected probs of shape (N, C) and labels of shape (N,), got "
+            f"{tuple(probs.shape)} and {tuple(labels.shape)}"
+        )
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.numel() == 0:
+        raise ValueError("empty inputs")
+
+
+def accuracy(probs, labels):
+    """Fraction of rows whose most probable class is the label."""
+    _check(probs, labels)
+    return (probs.argmax(-1) == labels).double().mean().item()
+
+
+def negative_log_likelihood(probs, labels, eps=1e-12):
+    r"""Mean :math:`-\log p(y_i \mid x_i)`; probabilities are floored at ``eps``."""
+    _check(probs, labels)
+    p = probs.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
+    return -p.double().clamp_min(eps).log().mean().item()
+
+
+def expected_calibration_error(probs, labels, num_bins=15):
+    r"""
+    Expected calibration error of the top-class confidence (Guo et al. 2017):
+
+    .. math::
+
+        \mathrm{ECE} = \sum_b \frac{|B_b|}{N} \left| \mathrm{acc}(B_b) - \mathrm{conf}(B_b) \right|
+
+    over ``num_bins`` equal-width confidence bins :math:`(b/B, (b+1)/B]`.
+
+    **References:**
+
+    [1] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger (2017) "On Calibration of Modern
+        Neural Networks"
+    """
+    _check(probs, labels)
+    if not isinstance(num_bins, int) or num_bins < 1:
+        raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
+    conf, pred = probs.double().max(-1)
+    correct = (pred == labels).double()
+    bins = (conf * num_bins).ceil().long().clamp(1, num_bins) - 1
+    conf_sum = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, conf)
+    acc_sum = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, correct)
+    return ((acc_sum - conf_sum).abs().sum() / conf.numel()).item()

@@ -1,0 +1,244 @@
+r"""
+Structured pruning of a fitted DirMag model (thesis section 4.1; MATH.md section 3).
+
+A unit whose :math:`\log\alpha = 2(\log\lambda - \log|m|)` exceeds a threshold has a
+magnitude posterior dominated by noise and carries no signal; the reference code of
+Molchanov et al. drops weights at :math:`\log\alpha > 3`. Here whole units are
+dropped: output units (rows, or conv filters) of ordinary layers, input features
+(columns) of ``reverse`` layers, and the matching inputs of the next layer, so the
+returned network has really smaller weight tensors.
+
+The returned network is the *mean network* (:math:`g = m`, :math:`\epsilon = E[\epsilon]`,
+:math:`\phi = 0`; the ``"mean"`` mode of :func:`~pyro_dirmag.infer.predict`) with the
+dropped units removed: its outputs equal the mean network's with the dropped units'
+magnitudes and biases set to 0, provided the activation between layers maps 0 to 0
+(ReLU, max-pooling, flattening). The output units of the model's last DirMag layer
+(the class logits) are never dropped.
+
+Assumption: the DirMag layers form a chain in registration order (each one's outputs
+are the next one's inputs, through elementwise maps, pooling or flattening), as in
+every network of :mod:`pyro_dirmag.models` and the README.
+"""
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from pyro.nn.module import _PyroModuleMeta
+from torch import nn
+
+from ..nn.dirmag import DirMagConv2d, DirMagLinear, dirmag_layers
+
+__all__ = ["PruneReport", "SelectFeatures", "mean_weights", "prune"]
+
+
+class SelectFeatures(nn.Module):
+    """Keeps the input features listed in ``index`` (last dimension)."""
+
+    def __init__(self, index):
+        super().__init__()
+        self.register_buffer("index", index.clone())
+
+    def forward(self, x):
+        return x.index_select(-1, self.index)
+
+    def extra_repr(self):
+        return f"num_features={self.index.numel()}"
+
+
+@dataclass
+class PruneReport:
+    """Per-layer counts of a :func:`prune` call.
+
+    ``layers`` holds one dict per DirMag layer with keys ``name``, ``kind``
+    (``"out"`` units or ``"in"`` features for ``reverse``), ``units_kept`` (units of
+    that kind left in the pruned layer), ``units_total``, ``params_kept``,
+    ``params_total`` (weights and biases).
+    """
+
+    threshold: float
+    layers: list = field(default_factory=list)
+
+    @property
+    def params_kept(self):
+        return sum(r["params_kept"] for r in self.layers)
+
+    @property
+    def params_total(self):
+        return sum(r["params_total"] for r in self.layers)
+
+    @property
+    def compression(self):
+        """Parameter compression: total weights and biases before / after."""
+        return self.params_total / max(self.params_kept, 1)
+
+    def __str__(self):
+        lines = [f"pruning at log alpha > {self.threshold:g}"]
+        for r in self.layers:
+            what = "input features" if r["kind"] == "in" else "units"
+            lines.append(
+                f"  {r['name']:<12} {what:<14} kept {r['units_kept']:>5} / {r['units_total']:<5}"
+                f" params {r['params_kept']:>8} / {r['params_total']:<8}"
+            )
+        lines.append(
+            f"  total params {self.params_kept} / {self.params_total} "
+            f"(compression x{self.compression:.2f})"
+        )
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def mean_weights(model, guide):
+    """
+    The mean network's weight and bias of every DirMag layer.
+
+    :returns: ``{layer name: (weight, bias or None)}`` with torch's weight layout.
+    """
+    means = guide.posterior_mean()
+    out = {}
+    for name, layer in dirmag_layers(model):
+        g, eps = _unit_values(layer, means)
+        out[name] = (layer.weight_from(g, eps), layer.bias)
+    return out
+
+
+def _unit_values(layer, values):
+    if layer.magnitude_noise:
+        g = values[layer._pyro_get_fullname("magnitude")]
+    else:
+        g = layer.magnitude
+    eps = values[layer._pyro_get_fullname("angle")] if layer.direction_noise else None
+    return g, eps
+
+
+@torch.no_grad()
+def prune(model, guide, threshold=3.0):
+    r"""
+    Drops the units with :math:`\log\alpha >` ``threshold`` and returns a smaller,
+    deterministic copy of ``model`` (the mean network) and a :class:`PruneReport`.
+
+    :param model: the model, a :class:`torch.nn.Module` with DirMag layers.
+    :param guide: its fitted :class:`~pyro_dirmag.infer.DirMagGuide`.
+    :param float threshold: the :math:`\log\alpha` above which a unit is dropped.
+    :returns: ``(pruned_module, report)``; in the copy every DirMag layer is replaced
+        by a plain :class:`torch.nn.Linear` / :class:`torch.nn.Conv2d` (preceded by a
+        :class:`SelectFeatures` where a ``reverse`` layer dropped network inputs) and
+        every ``PyroModule[torch class]`` container by its torch class.
+    """
+    threshold = float(threshold)
+    layers = dirmag_layers(model)
+    if not layers:
+        raise ValueError("the model has no DirMag layer to prune")
+    log_alpha = guide.log_alpha()
+    means = guide.posterior_mean()
+    unit_keep = []
+    for _, layer in layers:
+        if layer.magnitude_noise:
+            unit_keep.append(log_alpha[layer._pyro_get_fullname("magnitude")] <= threshold)
+        else:
+            unit_keep.append(torch.ones(layer.num_units, dtype=torch.bool))
+    # Output masks (never drop the logits of the last layer) and input masks.
+    out_keep, in_keep = [], []
+    for k, (name, layer) in enumerate(layers):
+        n_out = layer.v.shape[0]
+        last = k == len(layers) - 1
+        if layer.reverse or last:
+            out_keep.append(torch.ones(n_out, dtype=torch.bool))
+        else:
+            out_keep.append(unit_keep[k].clone())
+        keep_in = unit_keep[k].clone() if layer.reverse else None
+        if k > 0:
+            prev = out_keep[k - 1]
+            n_in = layer.v.shape[1]
+            if n_in % prev.numel():
+                raise ValueError(
+                    f"cannot chain {layers[k - 1][0]!r} ({prev.numel()} outputs) into "
+                    f"{name!r} ({n_in} inputs)"
+                )
+            spread = prev.repeat_interleave(n_in // prev.numel())
+            keep_in = spread if keep_in is None else keep_in & spread
+            if layer.reverse and n_in == prev.numel():
+                # A feature dropped by a reverse layer is an output the previous layer
+                # no longer needs to compute.
+                out_keep[k - 1] = out_keep[k - 1] & keep_in
+        in_keep.append(keep_in)
+    pruned = copy.deepcopy(model)
+    report = PruneReport(threshold)
+    for k, (name, layer) in enumerate(layers):
+        g, eps = _unit_values(layer, means)
+        weight = layer.weight_from(g, eps).detach()
+        bias = None if layer.bias is None else layer.bias.detach()
+        rows = out_keep[k].nonzero().squeeze(-1)
+        weight = weight.index_select(0, rows)
+        bias = None if bias is None else bias.index_select(0, rows)
+        select = None
+        if in_keep[k] is not None:
+            cols = in_keep[k].nonzero().squeeze(-1)
+            weight = weight.index_select(1, cols)
+            if k == 0 and layer.reverse:
+                select = SelectFeatures(cols)
+        plain = _plain_layer(layer, weight, bias)
+        if select is not None:
+            plain = nn.Sequential(select, plain)
+        if name:
+            _set_submodule(pruned, name, plain)
+        else:
+            pruned = plain
+        total = layer.v.numel() + (0 if layer.bias is None else layer.bias.numel())
+        kept = weight.numel() + (0 if bias is None else bias.numel())
+        report.layers.append(
+            {
+                "name": name,
+                "kind": "in" if layer.reverse else "out",
+                "units_kept": int((in_keep[k] if layer.reverse else out_keep[k]).sum()),
+                "units_total": layer.num_units,
+                "params_kept": kept,
+                "params_total": total,
+            }
+        )
+    return _depyro(pruned), report
+
+
+def _plain_layer(layer, weight, bias):
+    if isinstance(layer, DirMagLinear):
+        plain = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    elif isinstance(layer, DirMagConv2d):
+        plain = nn.Conv2d(
+            weight.shape[1],
+            weight.shape[0],
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            bias=bias is not None,
+        )
+    else:
+        raise TypeError(f"cannot prune a layer of type {type(layer).__name__}")
+    plain = plain.to(dtype=weight.dtype, device=weight.device)
+    plain.weight.copy_(weight)
+    if bias is not None:
+        plain.bias.copy_(bias)
+    return plain
+
+
+def _set_submodule(root, name, module):
+    parent_name, _, attr = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    # In place (keeps the child order of Sequential containers), bypassing
+    # PyroModule.__setattr__'s naming of the new plain child.
+    parent._modules[attr] = module
+
+
+def _depyro(module):
+    """Turns ``PyroModule[X]`` containers back into plain ``X`` (recursively)."""
+    for name, child in list(module._modules.items()):
+        module._modules[name] = _depyro(child)
+    cls = type(module)
+    generated = {v: k for k, v in _PyroModuleMeta._pyro_mixin_cache.items()}
+    if cls in generated:
+        base = generated[cls]
+        plain = base.__new__(base)
+        state = {k: v for k, v in module.__dict__.items() if not k.startswith("_pyro")}
+        plain.__dict__.update(state)
+        return plain
+    return module

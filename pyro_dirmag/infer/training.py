@@ -1,0 +1,106 @@
+r"""
+SVI that refuses to apply a non-finite step.
+
+:class:`pyro.infer.SVI` applies the optimizer whatever the loss; with a NaN or
+infinite loss (or gradient) one step is enough to turn every parameter into NaN,
+:class:`~pyro.optim.ClippedAdam` included. :class:`FiniteSVI` checks the loss and
+the gradients *before* the update and, when one is not finite, discards the
+gradients and raises :class:`NonFiniteLossError` naming the step and the sites or
+parameters responsible, so the parameters stay as they were after the last good step.
+"""
+
+import math
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import SVI
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import kl_divergence
+
+__all__ = ["FiniteSVI", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training step produced a non-finite loss or gradient; nothing was updated."""
+
+
+class FiniteSVI(SVI):
+    """
+    :class:`pyro.infer.SVI` whose :meth:`step` raises :class:`NonFiniteLossError`
+    (naming the step and the offending sites) instead of applying a non-finite update.
+    Same arguments as :class:`~pyro.infer.SVI`; :attr:`num_steps` counts successful steps.
+    """
+
+    def __init__(self, model, guide, optim, loss, **kwargs):
+        super().__init__(model, guide, optim, loss, **kwargs)
+        self.num_steps = 0
+
+    def step(self, *args, **kwargs):
+        with poutine.trace(param_only=True) as param_capture:
+            try:
+                loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
+            except ValueError as e:
+                if "invalid values" not in str(e):
+                    raise
+                # A distribution rejected a NaN parameter during the forward pass.
+                raise NonFiniteLossError(
+                    f"step {self.num_steps + 1}: non-finite values reached a distribution; "
+                    f"no parameter was updated. {e}"
+                ) from e
+        params = {
+            site["value"].unconstrained()
+            for site in param_capture.trace.nodes.values()
+            if site["value"].unconstrained().grad is not None
+        }
+        bad_grads = [
+            name
+            for name, site in param_capture.trace.nodes.items()
+            if site["value"].unconstrained().grad is not None
+            and not torch.isfinite(site["value"].unconstrained().grad).all()
+        ]
+        loss = float(loss)
+        if not math.isfinite(loss) or bad_grads:
+            pyro.infer.util.zero_grads(params)
+            culprits = _non_finite_sites(self.model, self.guide, args, kwargs)
+            raise NonFiniteLossError(
+                f"step {self.num_steps + 1}: loss = {loss}; non-finite terms at sites "
+                f"{', '.join(culprits) or '(none found on a fresh trace)'}; non-finite "
+                f"gradients of "
+                f"{bad_grads or 'no parameter'}; no parameter was updated"
+            )
+        self.optim(params)
+        pyro.infer.util.zero_grads(params)
+        self.num_steps += 1
+        return loss
+
+
+@torch.no_grad()
+def _non_finite_sites(model, guide, args, kwargs):
+    """Sites whose log-density, KL or value is not finite on a fresh trace."""
+    culprits = []
+    try:
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+    except (ValueError, RuntimeError) as e:  # e.g. a distribution rejecting NaN parameters
+        return [f"(tracing failed: {e})"]
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        value = site["value"]
+        if torch.is_tensor(value) and value.is_floating_point() and not value.isfinite().all():
+            culprits.append(f"{name!r} (value)")
+            continue
+        try:
+            if site["is_observed"]:
+                term = site["fn"].log_prob(value)
+            else:
+                term = kl_divergence(guide_trace.nodes[name]["fn"], site["fn"])
+        except (ValueError, NotImplementedError) as e:
+            culprits.append(f"{name!r} ({e})")
+            continue
+        if not torch.isfinite(term).all():
+            culprits.append(repr(name))
+    return culprits

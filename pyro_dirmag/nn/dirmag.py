@@ -1,0 +1,515 @@
+r"""
+Bayesian weight-normalized layers with noise on the magnitude and on the direction of
+each unit's weight vector (thesis sections 4.1-4.3; MATH.md sections 1, 3-5).
+
+Unit :math:`j` of a layer has the weight vector
+
+.. math::
+
+    w_j = g_j \left(\cos(\epsilon_j)\, u_j + \sin(\epsilon_j)\, \phi_j\right),
+    \qquad u_j = v_j / \|v_j\| ,
+
+with the latent magnitude :math:`g_j` (prior log-uniform), the latent angle
+:math:`\epsilon_j` (prior :math:`\mathrm{Uniform}(0, \pi/2)`) and :math:`\phi_j` uniform
+on the unit sphere of the tangent space at :math:`u_j` (prior = posterior, so it is
+auxiliary noise drawn inside the layer rather than a Pyro site). The direction
+:math:`v` and the bias are point-estimated parameters.
+
+**Design choices.**
+
+* *Prior on the magnitude.* The log-uniform prior :math:`p(g) \propto 1/|g|` is
+  improper and cannot be sampled, but :class:`pyro.infer.Predictive` and every
+  ``AutoGuide`` first run the model on its own and draw each latent site from its
+  prior. The default prior is therefore the proper log-uniform law on
+  :math:`10^{-30} \le |g| \le 10^{4}`
+  (:class:`~pyro_dirmag.distributions.SymmetricLogUniform`): its KL from a Gaussian
+  posterior is Molchanov's approximation of the improper KL plus the constant
+  :math:`\log(2 \log(b/a))`, so gradients are those of the improper model. The
+  bounds are chosen so that a Gaussian posterior draw falls outside them with
+  negligible probability (float32 resolution) and prior draws cannot overflow a
+  deep net's activations. Pass ``magnitude_prior=`` to change it.
+* *Per-example noise and the ELBO's weights.* The layers are called inside the
+  model's data plate. Their sites ``<layer>.magnitude`` and ``<layer>.angle`` then
+  get one copy per example (local reparameterization: independent noise for every
+  example) and the layer scales them by :math:`1/N`, :math:`N` the plate's full
+  size. A subsampled plate weighs each copy by :math:`N/M`, so each copy weighs
+  :math:`1/M` and the :math:`M` copies sum to exactly one KL per step, while the
+  likelihood keeps its :math:`N/M` weight: the estimator's expectation is the ELBO
+  of the global model, for any batch size. The copies share one base distribution
+  through :class:`pyro.distributions.torch_distribution.ExpandedDistribution`,
+  whose KL is computed once on the base (see :mod:`pyro_dirmag.nn._expanded_kl`),
+  not once per copy. Called outside any plate, a layer draws one value per unit
+  for the whole input.
+* *Direction noise per example.* ``phi="per_example"`` (default) gives every example
+  its own :math:`\phi`: exact and cheap for dense layers through
+  :math:`\phi_j \cdot x = \|x_{\perp j}\|\, t` (MATH.md section 5,
+  :func:`~pyro_dirmag.nn._direction.tangent_projection`), exact for convolutions
+  through one grouped convolution with per-example kernels. ``phi="shared"`` is the
+  thesis's form (one :math:`\Phi` per mini-batch); ``phi="mean"`` replaces
+  :math:`\phi` by its mean 0 (the "mean network").
+
+**References:**
+
+[1] T. Salimans, D. P. Kingma (2016) "Weight Normalization: A Simple
+    Reparameterization to Accelerate Training of Deep Neural Networks"
+
+[2] D. Molchanov, A. Ashukha, D. Vetrov (2017) "Variational Dropout Sparsifies Deep
+    Neural Networks"
+
+[3] D. P. Kingma, T. Salimans, M. Welling (2015) "Variational Dropout and the Local
+    Reparameterization Trick"
+"""
+
+import contextlib
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.distributions.torch_distribution import ExpandedDistribution
+from pyro.nn import PyroModule
+from pyro.poutine.runtime import get_plates
+from torch import nn
+
+from ..distributions import SymmetricLogUniform
+from . import _expanded_kl  # noqa: F401  (registers the KL of expanded distributions)
+from ._direction import tangent_projection, tangent_uniform
+
+__all__ = ["PHI_MODES", "DirMagConv2d", "DirMagLinear", "direction_noise"]
+
+PHI_MODES = ("per_example", "shared", "mean")
+MAGNITUDE_PRIOR_LOW = 1e-30
+MAGNITUDE_PRIOR_HIGH = 1e4
+HALF_PI = 0.5 * math.pi
+
+
+class _DirMagLayer(PyroModule):
+    """The maths shared by every DirMag layer; subclasses supply the linear map."""
+
+    def __init__(
+        self,
+        weight_shape,
+        bias,
+        magnitude_noise,
+        direction_noise,
+        magnitude_prior,
+        phi,
+        reverse,
+    ):
+        super().__init__()
+        if phi is None:
+            phi = "shared" if reverse else "per_example"
+        if phi not in PHI_MODES:
+            raise ValueError(f"phi must be one of {PHI_MODES}, got {phi!r}")
+        if reverse and phi == "per_example":
+            raise ValueError(
+                "phi='per_example' is not available with reverse=True (it would need one "
+                "(out, in) matrix per example); use phi='shared'"
+            )
+        self.magnitude_noise = bool(magnitude_noise)
+        self.direction_noise = bool(direction_noise)
+        self.reverse = bool(reverse)
+        self.phi = phi
+        self._phi_cache = None  # {"phi": tensor} while predictions share one network
+        # Shapes as plain attributes: PyroModule parameter access goes through the Pyro
+        # stack, so forward reads self.v once and everything else from these.
+        self._weight_shape = tuple(weight_shape)
+        self._ndim = len(weight_shape)
+        # The weight-norm init of Salimans & Kingma: v as torch's default init, g = ||v||.
+        weight = torch.empty(weight_shape)
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        self.v = nn.Parameter(weight)
+        fan_in = weight[0].numel()
+        if bias:
+            bound = 1 / math.sqrt(fan_in)
+            self.bias = nn.Parameter(torch.empty(weight_shape[0]).uniform_(-bound, bound))
+        else:
+            self.bias = None
+        self.register_buffer("magnitude_init", self._norms(weight).detach().clone())
+        if not self.magnitude_noise:
+            self.magnitude = nn.Parameter(self.magnitude_init.clone())
+        if magnitude_prior is None:
+            low = torch.tensor(MAGNITUDE_PRIOR_LOW)
+            high = torch.tensor(MAGNITUDE_PRIOR_HIGH)
+            magnitude_prior = SymmetricLogUniform(low, high)
+        if magnitude_prior.batch_shape != () or magnitude_prior.event_shape != ():
+            raise ValueError(
+                "magnitude_prior must be a scalar distribution (batch_shape () and "
+                f"event_shape ()), got batch_shape {tuple(magnitude_prior.batch_shape)} "
+                f"and event_shape {tuple(magnitude_prior.event_shape)}"
+            )
+        self.magnitude_prior = magnitude_prior
+
+    # ----- what subclasses provide -------------------------------------------------
+    def _linear(self, x, weight):
+        """The layer's linear map (``F.linear``/``F.conv2d``) without bias."""
+        raise NotImplementedError
+
+    def _per_example_term(self, x, u, s):
+        r""":math:`\phi_{ij} \cdot x_i` with an independent :math:`\phi` per example."""
+        raise NotImplementedError
+
+    def _check_input(self, x, v):
+        raise NotImplementedError
+
+    # ----- shared maths ------------------------------------------------------------
+    @property
+    def num_units(self):
+        """Number of units carrying a magnitude and an angle."""
+        return self._weight_shape[1] if self.reverse else self._weight_shape[0]
+
+    def _norm_dims(self):
+        return (0,) if self.reverse else tuple(range(1, self._ndim))
+
+    def _norms(self, weight):
+        return torch.linalg.vector_norm(weight, dim=self._norm_dims())
+
+    def _unit_view(self, t):
+        """Reshapes per-unit values ``(..., units)`` to broadcast against the weight."""
+        if self.reverse:
+            return t  # per input feature: multiplies the layer's input
+        return t.reshape(t.shape + (1,) * (self._ndim - 2))
+
+    def directions(self, v=None):
+        """Unit directions :math:`u = v / \\|v\\|` (rows, or columns with ``reverse``)."""
+        v = self.v if v is None else v
+        return v / self._norms(v).reshape(self._weight_unit_shape())
+
+    def _weight_unit_shape(self):
+        if self.reverse:
+            return (1, -1)
+        return (-1,) + (1,) * (self._ndim - 1)
+
+    def _sample(self, kind, prior):
+        name = self._pyro_get_fullname(kind)
+        fn = prior.expand([self.num_units]).to_event(1)
+        frames = [f for f in get_plates() if f.dim is not None]
+        if frames:
+            batch_shape = [1] * max(-f.dim for f in frames)
+            for f in frames:
+                batch_shape[f.dim] = f.size
+            fn = ExpandedDistribution(fn, torch.Size(batch_shape))
+        full_size = math.prod((f.full_size or f.size) for f in frames)
+        infer = {"dirmag": kind, "dirmag_init": self._buffers["magnitude_init"]}
+        with poutine.scale(scale=1.0 / full_size):
+            return pyro.sample(name, fn, infer=infer)
+
+    def _magnitude_prior(self, v):
+        p = self.magnitude_prior
+        if isinstance(p, SymmetricLogUniform) and p.low.device != v.device:
+            p = SymmetricLogUniform(p.low.to(v.device), p.high.to(v.device))
+        return p
+
+    def _angle_prior(self, v):
+        zero = torch.zeros((), dtype=v.dtype, device=v.device)
+        return dist.Uniform(zero, zero + HALF_PI)
+
+    def _direction_term(self, x, u, s):
+        if self.phi == "per_example":
+            return self._per_example_term(x, u, s)
+        if self._phi_cache is not None and "phi" in self._phi_cache:
+            phi = self._phi_cache["phi"]
+        else:
+            phi = self._tangent(u)
+            if self._phi_cache is not None:
+                self._phi_cache["phi"] = phi
+        return self._linear(x, phi)
+
+    def _tangent(self, u):
+        """One draw of :math:`\\Phi` (same shape as the weight), tangent at each unit."""
+        if self.reverse:
+            return tangent_uniform(u.t()).t()
+        flat = tangent_uniform(u.reshape(u.shape[0], -1))
+        return flat.reshape(u.shape)
+
+    def forward(self, x):
+        v = self.v
+        self._check_input(x, v)
+        u = self.directions(v)
+        if self.magnitude_noise:
+            g = self._sample("magnitude", self._magnitude_prior(v))
+        else:
+            g = self.magnitude
+        cos = sin = None
+        if self.direction_noise:
+            eps = self._sample("angle", self._angle_prior(v))
+            cos, sin = eps.cos(), eps.sin()
+        if self.reverse:
+            # Units are input features: w[:, i] = g_i (cos eps_i u_i + sin eps_i phi_i), so
+            # y = U (x g cos eps) + Phi (x g sin eps), with per-example g and eps.
+            xg = x * g
+            if cos is None:
+                y = self._linear(xg, u)
+            elif self.phi == "mean":
+                y = self._linear(xg * cos, u)
+            else:
+                y = self._linear(xg * cos, u) + self._direction_term(xg * sin, u, None)
+        else:
+            s = self._linear(x, u)
+            if cos is not None:
+                if self.phi == "mean":
+                    s = self._unit_view(cos) * s
+                else:
+                    r = self._direction_term(x, u, s)
+                    s = self._unit_view(cos) * s + self._unit_view(sin) * r
+            y = self._unit_view(g) * s
+        bias = self.bias
+        if bias is not None:
+            y = y + bias.reshape((-1,) + (1,) * (self._ndim - 2))
+        return y
+
+    def weight_from(self, magnitude, angle=None, phi=None):
+        r"""
+        The deterministic weight :math:`g (\cos\epsilon\, u + \sin\epsilon\, \phi)` for
+        given per-unit values (``angle=None`` or ``phi=None``: no rotation term).
+
+        :param torch.Tensor magnitude: shape ``(units,)``.
+        :param torch.Tensor angle: shape ``(units,)`` or ``None``.
+        :param torch.Tensor phi: tangent directions, same shape as the weight, or ``None``.
+        :returns: a tensor shaped like ``torch.nn``'s weight for this layer.
+        """
+        u = self.directions()
+        shape = self._weight_unit_shape()
+        direction = u
+        if angle is not None:
+            direction = angle.cos().reshape(shape) * u
+            if phi is not None:
+                direction = direction + angle.sin().reshape(shape) * phi
+        return magnitude.reshape(shape) * direction
+
+    def _check_dtype(self, x, v):
+        if not torch.is_tensor(x):
+            raise TypeError(f"{type(self).__name__} expects a torch.Tensor, got {type(x)}")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{type(self).__name__} expects a floating point input, got dtype {x.dtype}"
+            )
+        if x.dtype != v.dtype:
+            raise TypeError(
+                f"{type(self).__name__}: input dtype {x.dtype} does not match the layer's "
+                f"dtype {v.dtype}"
+            )
+
+
+class DirMagLinear(_DirMagLayer):
+    r"""
+    Dense Bayesian weight-normalized layer with latent magnitude and direction noise.
+
+    Each output unit's weight row is :math:`w_j = g_j(\cos\epsilon_j u_j +
+    \sin\epsilon_j \phi_j)`; with ``reverse=True`` the columns are normalized instead
+    and :math:`g_i` scores input feature :math:`i` (the thesis's "FC reverse",
+    section 4.3). Call it inside the model's data plate to get per-example noise::
+
+        class Net(PyroModule):
+            def __init__(self, num_data):
+                super().__init__()
+                self.num_data = num_data
+                self.fc = DirMagLinear(784, 10)
+
+            def forward(self, x, y=None):
+                with pyro.plate("data", self.num_data, subsample_size=x.shape[0]):
+                    logits = self.fc(x)
+                    pyro.sample("y", dist.Categorical(logits=logits), obs=y)
+                return logits
+
+    Latent sites: ``<name>.magnitude`` and ``<name>.angle`` with event shape
+    ``(units,)``; fit them with :class:`~pyro_dirmag.infer.DirMagGuide`.
+
+    :param int in_features: input size.
+    :param int out_features: output size.
+    :param bool bias: learn an additive bias (point estimate).
+    :param bool magnitude_noise: make :math:`g` latent (else a plain parameter).
+    :param bool direction_noise: make :math:`\epsilon` latent and rotate the direction
+        (else :math:`w = g u`).
+    :param magnitude_prior: scalar prior of :math:`g`; default
+        ``SymmetricLogUniform(1e-30, 1e4)`` (see the module notes).
+    :param str phi: ``"per_example"`` (default), ``"shared"`` (one :math:`\Phi` per
+        call, the thesis's form; the default with ``reverse``) or ``"mean"``.
+    :param bool reverse: normalize over inputs (units are input features).
+    """
+
+    def __init__(
+        self,
+        in_features,
+        out_features,
+        bias=True,
+        *,
+        magnitude_noise=True,
+        direction_noise=True,
+        magnitude_prior=None,
+        phi=None,
+        reverse=False,
+    ):
+        _check_positive_int(in_features=in_features, out_features=out_features)
+        if direction_noise and (out_features if reverse else in_features) < 2:
+            raise ValueError("direction noise needs vectors of dimension >= 2")
+        self.in_features = in_features
+        self.out_features = out_features
+        super().__init__(
+            (out_features, in_features),
+            bias,
+            magnitude_noise,
+            direction_noise,
+            magnitude_prior,
+            phi,
+            reverse,
+        )
+
+    def _linear(self, x, weight):
+        return F.linear(x, weight)
+
+    def _per_example_term(self, x, u, s):
+        # phi_j . x = ||x_perp_j|| t with ||x_perp_j||^2 = ||x||^2 - (u_j . x)^2 and t the
+        # exact law of a tangent-sphere coordinate (MATH.md section 5). The floor keeps
+        # the square root's gradient finite where x is parallel to u_j.
+        sq = (x * x).sum(-1, keepdim=True) - s * s
+        perp = sq.clamp_min(1e-12).sqrt()
+        t = tangent_projection(self.in_features, s.shape, dtype=s.dtype, device=s.device)
+        return perp * t
+
+    def _check_input(self, x, v):
+        self._check_dtype(x, v)
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"DirMagLinear expects inputs of shape (..., {self.in_features}), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def extra_repr(self):
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, magnitude_noise={self.magnitude_noise}, "
+            f"direction_noise={self.direction_noise}, phi={self.phi!r}, reverse={self.reverse}"
+        )
+
+
+class DirMagConv2d(_DirMagLayer):
+    r"""
+    2-D convolution with latent magnitude and direction noise on each output filter.
+
+    Same model as :class:`DirMagLinear` with :math:`w_j` one output filter
+    (``in_channels * kh * kw`` numbers); per-example direction noise uses one grouped
+    convolution (the batch folded into groups), exact at the cost of one extra
+    convolution.
+
+    :param int in_channels: input channels.
+    :param int out_channels: output channels (units).
+    :param kernel_size: int or pair.
+    :param stride: int or pair.
+    :param padding: int or pair.
+    :param dilation: int or pair.
+    :param bool bias: learn an additive bias (point estimate).
+    :param bool magnitude_noise: see :class:`DirMagLinear`.
+    :param bool direction_noise: see :class:`DirMagLinear`.
+    :param magnitude_prior: see :class:`DirMagLinear`.
+    :param str phi: ``"per_example"`` (default), ``"shared"`` or ``"mean"``.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias=True,
+        *,
+        magnitude_noise=True,
+        direction_noise=True,
+        magnitude_prior=None,
+        phi=None,
+    ):
+        _check_positive_int(in_channels=in_channels, out_channels=out_channels)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding", allow_zero=True)
+        self.dilation = _pair(dilation, "dilation")
+        if direction_noise and in_channels * self.kernel_size[0] * self.kernel_size[1] < 2:
+            raise ValueError("direction noise needs filters of dimension >= 2")
+        super().__init__(
+            (out_channels, in_channels) + self.kernel_size,
+            bias,
+            magnitude_noise,
+            direction_noise,
+            magnitude_prior,
+            phi,
+            False,
+        )
+
+    def _linear(self, x, weight):
+        return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation)
+
+    def _per_example_term(self, x, u, s):
+        # One kernel set per example, all examples in one grouped convolution.
+        batch = x.shape[0]
+        phi = tangent_uniform(u.reshape(u.shape[0], -1), (batch,))
+        phi = phi.reshape((batch * u.shape[0],) + u.shape[1:])
+        folded = x.reshape((1, batch * x.shape[1]) + x.shape[2:])
+        out = F.conv2d(folded, phi, None, self.stride, self.padding, self.dilation, batch)
+        return out.reshape(s.shape)
+
+    def _check_input(self, x, v):
+        self._check_dtype(x, v)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"DirMagConv2d expects inputs of shape (batch, {self.in_channels}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def extra_repr(self):
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, "
+            f"magnitude_noise={self.magnitude_noise}, direction_noise={self.direction_noise}, "
+            f"phi={self.phi!r}"
+        )
+
+
+@contextlib.contextmanager
+def direction_noise(module, phi, share=False):
+    r"""
+    Temporarily sets the :math:`\phi` mode of every DirMag layer in ``module``.
+
+    :param torch.nn.Module module: a model containing DirMag layers.
+    :param str phi: one of :data:`PHI_MODES`.
+    :param bool share: with ``phi="shared"``, draw :math:`\Phi` once per layer and reuse
+        it for every call inside the context (one network across input chunks).
+    """
+    if phi not in PHI_MODES:
+        raise ValueError(f"phi must be one of {PHI_MODES}, got {phi!r}")
+    layers = [m for m in module.modules() if isinstance(m, _DirMagLayer)]
+    saved = [(m.phi, m._phi_cache) for m in layers]
+    try:
+        for m in layers:
+            if m.reverse and phi == "per_example":
+                continue
+            m.phi = phi
+            m._phi_cache = {} if share else None
+        yield
+    finally:
+        for m, (mode, cache) in zip(layers, saved, strict=False):
+            m.phi, m._phi_cache = mode, cache
+
+
+def dirmag_layers(module):
+    """The DirMag layers of ``module`` in registration order, as ``(name, layer)``."""
+    return [(n, m) for n, m in module.named_modules() if isinstance(m, _DirMagLayer)]
+
+
+def _check_positive_int(**kwargs):
+    for name, value in kwargs.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _pair(value, name, allow_zero=False):
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    low = 0 if allow_zero else 1
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= low for v in pair):
+        raise ValueError(f"{name} must be an int or a pair of ints >= {low}, got {value!r}")
+    return pair

@@ -1,0 +1,199 @@
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import scipy.integrate
+import scipy.stats
+import torch
+from pyro.infer import TraceMeanField_ELBO
+from torch.distributions import Normal, Uniform, kl_divergence
+
+from pyro_dirmag.distributions import (
+    LogUniform,
+    PlaneRotation,
+    StretchedSymmetricBeta,
+    SymmetricLogUniform,
+    TangentNormalAngle,
+    TangentProjectedNormal,
+    TruncatedNormal,
+)
+from pyro_dirmag.distributions.kl import _molchanov_kl
+
+DTYPES = [torch.float32, torch.float64]
+
+
+def random_unit(n, dtype=torch.float64, batch=()):
+    x = torch.randn(batch + (n,), dtype=dtype)
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def t(x, dtype=torch.float64):
+    return torch.as_tensor(x, dtype=dtype)
+
+
+# ---------------------------------------------------------------- log-uniform priors
+
+
+def integrated_kl(log_alpha):
+    """E_q[log q(x) + log|x|] for q = N(1, alpha) by quadrature (finite part of the KL)."""
+    s = math.exp(0.5 * log_alpha)
+    lo, hi = 1 - 40 * s, 1 + 40 * s
+    points = [p for p in (0.0, 1.0) if lo < p < hi]
+    e_log_abs, _ = scipy.integrate.quad(
+        lambda x: scipy.stats.norm.pdf(x, 1, s) * math.log(abs(x)), lo, hi, points=points, limit=500
+    )
+    return -0.5 * math.log(2 * math.pi * math.e * s * s) + e_log_abs
+
+
+def test_molchanov_matches_integrated_kl():
+    log_alpha = np.linspace(-6, 6, 13)
+    loc = t(1.7)  # the KL depends on q only through alpha = scale^2 / loc^2
+    scale = loc.abs() * torch.exp(0.5 * t(log_alpha))
+    approx = kl_divergence(Normal(loc, scale), LogUniform()).numpy()
+    exact = np.array([integrated_kl(la) for la in log_alpha])
+    np.testing.assert_allclose(exact - approx, -2.055, atol=0.01)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_molchanov_properties(dtype):
+    log_alpha = torch.linspace(-20, 20, 401, dtype=dtype)
+    loc = torch.full_like(log_alpha, -0.3)
+    kl = kl_divergence(Normal(loc, 0.3 * (0.5 * log_alpha).exp()), LogUniform(log_alpha.shape))
+    assert kl.dtype == dtype and kl.shape == log_alpha.shape
+    assert (kl >= 0).all()
+    assert (kl[1:] < kl[:-1]).all()  # decreasing in alpha
+    # elementwise, broadcast batch shape (TraceMeanField_ELBO asserts it)
+    p = Normal(torch.ones(4, 1, dtype=dtype), torch.ones(3, dtype=dtype))
+    assert kl_divergence(p, LogUniform((4, 3))).shape == (4, 3)
+    assert kl_divergence(p, LogUniform((2, 4, 3))).shape == (2, 4, 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_molchanov_stable_at_zero_loc_and_tiny_scale(dtype):
+    loc = torch.tensor([0.0, 1.0, 1.0, -5.0], dtype=dtype, requires_grad=True)
+    scale = torch.tensor([1.0, 1e-30, 1e-38, 1e-20], dtype=dtype, requires_grad=True)
+    kl = kl_divergence(Normal(loc, scale), LogUniform())
+    assert kl.isfinite().all()
+    assert kl[0].item() == 0.0  # alpha = inf
+    # tiny scale: KL ~ k1 - log(scale / |loc|) (log1p(exp) would overflow to inf)
+    assert kl[1].item() == pytest.approx(0.63576 - math.log(1e-30), rel=1e-5)
+    kl.sum().backward()
+    assert loc.grad.isfinite().all() and scale.grad.isfinite().all()
+
+
+def test_symmetric_log_uniform_kl_is_shifted_molchanov():
+    p = Normal(t([0.5, -2.0]), t([0.1, 3.0]))
+    q = SymmetricLogUniform(t(1e-4), t(1e2))
+    expected = kl_divergence(p, LogUniform()) + math.log(2 * math.log(1e6))
+    np.testing.assert_allclose(kl_divergence(p, q), expected, rtol=1e-12)
+    q2 = SymmetricLogUniform(t([1e-3, 1e-2]).unsqueeze(-1), t(10.0))
+    assert kl_divergence(p, q2).shape == (2, 2)
+
+
+def test_trace_mean_field_elbo_with_log_uniform():
+    def model():
+        with pyro.plate("units", 3):
+            pyro.sample("g", SymmetricLogUniform(t(1e-3), t(1e3)))
+
+    def guide():
+        loc = pyro.param("loc", t([1.0, 2.0, -1.0]))
+        with pyro.plate("units", 3):
+            pyro.sample("g", dist.Normal(loc, 0.1))
+
+    loss = TraceMeanField_ELBO().differentiable_loss(model, guide)
+    prior = SymmetricLogUniform(t(1e-3), t(1e3))
+    expected = kl_divergence(Normal(t([1.0, 2.0, -1.0]), 0.1), prior)
+    assert loss.item() == pytest.approx(expected.sum().item(), rel=1e-10)
+    assert _molchanov_kl(t(1.0), t(0.1)).item() > 0
+
+
+# ---------------------------------------------------------------- TruncatedNormal || Uniform
+
+
+@pytest.mark.parametrize(
+    "params", [(0.3, 0.5, 0.0, math.pi / 2), (0.0, 0.2, -1.0, 1.0), (2.0, 0.1, -1.0, 1.0)]
+)
+def test_truncated_normal_uniform_kl(params):
+    loc, scale, a, b = params
+    p = TruncatedNormal(t(loc), t(scale), t(a), t(b))
+    q = Uniform(t(-2.0), t(2.0))
+    ref = scipy.stats.truncnorm((a - loc) / scale, (b - loc) / scale, loc=loc, scale=scale)
+    numeric, _ = scipy.integrate.quad(lambda x: ref.pdf(x) * (ref.logpdf(x) + math.log(4)), a, b)
+    assert kl_divergence(p, q).item() == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+    # support of p not inside that of q: +inf
+    outside = kl_divergence(p, Uniform(t([-2.0, a + 0.01]), t([b - 0.01, 2.0])))
+    assert outside.eq(math.inf).all()
+
+
+def test_stretched_beta_kls():
+    p = StretchedSymmetricBeta(t([0.7, 3.0]))
+    q = StretchedSymmetricBeta(t(2.0))
+    x = p.sample((200000,))
+    mc = (p.log_prob(x) - q.log_prob(x)).mean(0)
+    np.testing.assert_allclose(kl_divergence(p, q), mc, atol=0.01)
+    u = Uniform(t(-math.pi / 2), t(math.pi / 2))
+    np.testing.assert_allclose(
+        kl_divergence(p, u), (p.log_prob(x) - u.log_prob(x)).mean(0), atol=0.01
+    )
+    assert kl_divergence(p, Uniform(t(-1.0), t(2.0))).eq(math.inf).all()
+
+
+def test_tangent_normal_angle_kl():
+    p = TangentNormalAngle(t([0.1, 0.5]), 9)
+    q = TangentNormalAngle(t(0.3), 9)
+    x = p.sample((200000,))
+    mc = (p.log_prob(x) - q.log_prob(x)).mean(0)
+    np.testing.assert_allclose(kl_divergence(p, q), mc, rtol=0.02)
+
+
+# ---------------------------------------------------------------- PlaneRotation || PlaneRotation
+
+
+def mc_sphere_kl(p, q, num_samples=100000):
+    x = p.sample((num_samples,))
+    return (p.log_prob(x) - q.log_prob(x)).mean(0)
+
+
+@pytest.mark.parametrize("n", [2, 3, 10])
+def test_plane_rotation_kl_one_sided(n):
+    loc = random_unit(n)
+    p = PlaneRotation(loc, TruncatedNormal(t(0.4), t(0.2), t(0.0), t(math.pi / 2)))
+    q = PlaneRotation(loc, Uniform(t(0.0), t(math.pi / 2)))
+    kl = kl_divergence(p, q)
+    assert kl.item() == pytest.approx(math.log(math.pi / 2) - p.angle.entropy().item(), rel=1e-10)
+    assert kl.item() == pytest.approx(mc_sphere_kl(p, q).item(), abs=0.01)
+
+
+@pytest.mark.parametrize("n", [2, 5])
+def test_plane_rotation_kl_symmetric(n):
+    loc = random_unit(n, batch=(2,))
+    p = PlaneRotation(loc, StretchedSymmetricBeta(t([4.0, 0.8])))
+    q = PlaneRotation(loc, StretchedSymmetricBeta(t(2.0)))
+    kl = kl_divergence(p, q)
+    assert kl.shape == (2,)
+    np.testing.assert_allclose(kl, kl_divergence(p.angle, q.angle))
+    np.testing.assert_allclose(kl, mc_sphere_kl(p, q), atol=0.015)
+    tn = PlaneRotation(loc, TruncatedNormal(t(0.0), t(0.5), t(-math.pi / 2), t(math.pi / 2)))
+    u = PlaneRotation(loc, Uniform(t(-math.pi / 2), t(math.pi / 2)))
+    np.testing.assert_allclose(kl_divergence(tn, u), mc_sphere_kl(tn, u), atol=0.01)
+
+
+def test_tangent_projected_normal_kl():
+    loc = random_unit(6)
+    p = TangentProjectedNormal(loc, t(0.2))
+    q = TangentProjectedNormal(loc, t(0.35))
+    assert kl_divergence(p, q).item() == pytest.approx(mc_sphere_kl(p, q).item(), abs=0.01)
+
+
+def test_plane_rotation_kl_not_implemented():
+    loc = random_unit(3)
+    p = PlaneRotation(loc, StretchedSymmetricBeta(t(3.0)))
+    with pytest.raises(NotImplementedError, match="loc"):
+        kl_divergence(p, PlaneRotation(random_unit(3), StretchedSymmetricBeta(t(3.0))))
+    with pytest.raises(NotImplementedError, match="symmetric"):
+        kl_divergence(p, PlaneRotation(loc, Uniform(t(0.0), t(math.pi / 2))))
+    skewed = TruncatedNormal(t(0.3), t(0.2), t(-math.pi / 2), t(math.pi / 2))
+    with pytest.raises(NotImplementedError):
+        kl_divergence(PlaneRotation(loc, skewed), p)

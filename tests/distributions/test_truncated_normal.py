@@ -1,0 +1,497 @@
+"""Edge cases of :class:`TruncatedNormal`: exactness far in the tails, implicit gradients.
+
+References: ``scipy.stats.truncnorm`` (accurate far into the tails at the chosen points)
+and mpmath at 50 digits where scipy itself loses digits (moments, points near a bound).
+"""
+
+import functools
+import math
+import warnings
+
+import mpmath as mp
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.stats
+import torch
+from pyro.distributions.testing.gof import auto_goodness_of_fit, unif01_goodness_of_fit
+
+from pyro_dirmag.distributions import TruncatedNormal
+
+INF = math.inf
+LOC, SCALE = 1.5, 2.0
+DTYPES = [torch.float32, torch.float64]
+# Standardized bounds (alpha, beta): unbounded, central, one-sided, both in one tail,
+# the mirror images, wide, narrow.
+BOUNDS = [
+    (-INF, INF),
+    (-1.0, 2.0),
+    (-INF, 0.5),
+    (0.3, INF),
+    (-1e-3, 2e-3),
+    (-30.0, 30.0),
+    (-5.0, 40.0),
+    (8.0, INF),
+    (8.0, 9.0),
+    (20.0, INF),
+    (20.0, 20.5),
+    (40.0, INF),
+    (40.0, 41.0),
+    (-9.0, -8.0),
+    (-INF, -40.0),
+    (-41.0, -40.0),
+]
+BOUNDS_64 = [(1000.0, INF), (1000.0, 1000.01), (-INF, -1000.0), (-1001.0, -1000.0)]
+QUANTILES = [1e-3, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999]
+mp.mp.dps = 50
+
+
+def _cases(dtype):
+    return BOUNDS + (BOUNDS_64 if dtype == torch.float64 else [])
+
+
+def _dist(alpha, beta, dtype, **kwargs):
+    t = lambda v: torch.tensor(v, dtype=dtype)  # noqa: E731
+    return TruncatedNormal(
+        t(LOC), t(SCALE), t(LOC + SCALE * alpha), t(LOC + SCALE * beta), **kwargs
+    )
+
+
+def _mp_mass(alpha, beta):
+    """Phi(beta) - Phi(alpha) to 50 digits, mirrored to avoid 1 - 1."""
+    if alpha > 0:
+        return mp.ncdf(-alpha) - mp.ncdf(-beta)
+    return mp.ncdf(beta) - mp.ncdf(alpha)
+
+
+def _std_bounds(d):
+    """The distribution's own (rounded) bounds, standardized exactly."""
+    return [(mp.mpf(float(v)) - LOC) / SCALE for v in (d.low, d.high)]
+
+
+def _mp_ref(alpha, beta, x):
+    """log density and cdf at the float x (unstandardized); alpha, beta standardized."""
+    alpha, beta = mp.mpf(alpha), mp.mpf(beta)
+    z = (mp.mpf(float(x)) - LOC) / SCALE
+    mass = _mp_mass(alpha, beta)
+    log_prob = -z * z / 2 - mp.log(mp.sqrt(2 * mp.pi)) - mp.log(SCALE) - mp.log(mass)
+    return float(log_prob), float(_mp_mass(alpha, z) / mass)
+
+
+def _points(alpha, beta, dtype):
+    """Evaluation points: quantiles of the law, rounded to dtype, inside the support."""
+    x = scipy.stats.truncnorm(alpha, beta, loc=LOC, scale=SCALE).ppf(QUANTILES)
+    x = torch.tensor(x, dtype=dtype)
+    d = _dist(alpha, beta, dtype)
+    return torch.maximum(torch.minimum(x, d.high), d.low)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_log_prob_cdf_vs_scipy_and_mpmath(dtype):
+    # float64: 1e-9 relative everywhere, 1000 sd out included. float32: a few ulps of the
+    # log density (values are O(1) to O(10)); cdf to 2e-5 relative (its condition number
+    # near a bound 40 sd out is |x| p(x)/F(x) ~ 100).
+    rtol = 1e-9 if dtype == torch.float64 else 2e-5
+    for alpha, beta in _cases(dtype):
+        d = _dist(alpha, beta, dtype)
+        x = _points(alpha, beta, dtype)
+        x64 = x.double().numpy()
+        a, b = _std_bounds(d)
+        ref = scipy.stats.truncnorm(float(a), float(b), loc=LOC, scale=SCALE)
+        lp, cdf = d.log_prob(x).double().numpy(), d.cdf(x).double().numpy()
+        mp_lp, mp_cdf = np.array([_mp_ref(a, b, xi) for xi in x64]).T
+        case = f"bounds ({alpha}, {beta})"
+        np.testing.assert_allclose(lp, mp_lp, rtol=rtol, atol=rtol, err_msg=case)
+        np.testing.assert_allclose(cdf, mp_cdf, rtol=rtol, atol=1e-300, err_msg=case)
+        if abs(alpha) < 1000 and abs(beta) < 1000:  # scipy's cdf loses ~1e-8 there
+            np.testing.assert_allclose(lp, ref.logpdf(x64), rtol=rtol, atol=rtol, err_msg=case)
+            np.testing.assert_allclose(cdf, ref.cdf(x64), rtol=rtol, err_msg=case)
+
+
+def _mp_icdf(a, b, u, z0):
+    """Standardized quantile of the law on [a, b] at u (mpmath Newton from the guess z0)."""
+    mass, z = _mp_mass(a, b), mp.mpf(z0)
+    for _ in range(20):
+        z -= (_mp_mass(a, z) / mass - u) / (mp.npdf(z) / mass)
+    assert abs(_mp_mass(a, z) / mass - u) < 1e-30
+    return z
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_icdf_vs_scipy(dtype):
+    # Error measured in standard deviations of the truncated law plus a few ulps of x
+    # (a float32 x 40 sd out carries 2e-4 sd of rounding by itself).
+    tol = 1e-9 if dtype == torch.float64 else 1e-5
+    eps = torch.finfo(dtype).eps
+    for alpha, beta in _cases(dtype):
+        d = _dist(alpha, beta, dtype)
+        u = torch.tensor(QUANTILES, dtype=dtype)
+        x = d.icdf(u).double().numpy()
+        a, b = _std_bounds(d)
+        expected = scipy.stats.truncnorm(float(a), float(b), loc=LOC, scale=SCALE).ppf(
+            u.double().numpy()
+        )
+        if abs(alpha) >= 1000 or abs(beta) >= 1000:
+            # scipy's ppf is off by ~1e-6 sd there: solve F(x) = u with mpmath instead.
+            z0 = (x - LOC) / SCALE
+            z = [_mp_icdf(a, b, mp.mpf(float(ui)), zi) for ui, zi in zip(u, z0, strict=True)]
+            expected = np.array([float(LOC + SCALE * zi) for zi in z])
+        sd = math.sqrt(_mp_moments(alpha, beta)[1]) * SCALE
+        err = np.abs(x - expected) - 4 * eps * np.abs(expected)
+        assert err.max() <= tol * sd, f"bounds ({alpha}, {beta}): {err.max() / sd:.3g} sd"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_icdf_extreme_quantiles_vs_mpmath(dtype):
+    # deep in the lower tail of the law (large exponent E = -log u for the tail solver)
+    tiny = [1e-30, 1e-36] if dtype == torch.float32 else [1e-30, 1e-100, 1e-300]
+    cases = [(-INF, INF), (-1.0, 2.0), (-INF, -8.0), (-INF, -20.0), (-20.5, -20.0)]
+    cases += [(-INF, -40.0), (-41.0, -40.0)] + (BOUNDS_64 if dtype == torch.float64 else [])
+    eps = torch.finfo(dtype).eps
+    for alpha, beta in cases:
+        d = _dist(alpha, beta, dtype)
+        u = torch.tensor(tiny + [1e-12, 0.5], dtype=dtype)
+        x = d.icdf(u).double().numpy()
+        a, b = _std_bounds(d)
+        z = [
+            _mp_icdf(a, b, mp.mpf(float(ui)), (xi - LOC) / SCALE)
+            for ui, xi in zip(u, x, strict=True)
+        ]
+        expected = np.array([float(LOC + SCALE * zi) for zi in z])
+        sd = math.sqrt(_mp_moments(float(a), float(b))[1]) * SCALE
+        err = np.abs(x - expected) - 4 * eps * np.abs(expected)
+        assert err.max() <= 1e-9 * sd, f"bounds ({alpha}, {beta}): {err.max() / sd:.3g} sd"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_icdf_ends_are_the_bounds(dtype):
+    # awkward loc/scale: loc + scale * alpha is not exact, the clamp keeps x in [low, high]
+    t = lambda v: torch.tensor(v, dtype=dtype)  # noqa: E731
+    for low, high in [(-0.7, 1.3), (0.71, 1.9), (-1.9, -0.71), (40.3, 41.1), (-INF, 0.3)]:
+        d = TruncatedNormal(t(0.1), t(0.3), t(low), t(high))
+        ends = d.icdf(t([0.0, 1.0]))
+        assert ends[0] == d.low and ends[1] == d.high
+        x = d.icdf(t([1e-7, 1 - 1e-7]))
+        assert ((x >= d.low) & (x <= d.high)).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cdf_icdf_round_trip(dtype):
+    for alpha, beta in _cases(dtype):
+        d = _dist(alpha, beta, dtype)
+        q = torch.tensor(QUANTILES, dtype=dtype)
+        x = d.icdf(q)
+        # Float64 reference of the cdf at the returned points: the round trip is then
+        # limited only by the rounding of x = loc + scale z, i.e. by p(x) ulp(x).
+        d64 = _dist(alpha, beta, torch.float64)
+        u = d64.cdf(x.double())
+        ulp = torch.finfo(dtype).eps * x.double().abs().clamp(min=LOC + SCALE)
+        slack = 8 * ulp * d64.log_prob(x.double()).exp()
+        assert ((u - q.double()).abs() <= 1e-12 + slack).all(), (alpha, beta)
+        assert x.dtype == dtype and torch.isfinite(x).all()
+
+
+@functools.lru_cache
+def _mp_moments(alpha, beta):
+    """Mean, variance and entropy of the standardized truncated normal (mpmath)."""
+    a, b = mp.mpf(alpha), mp.mpf(beta)
+    mass = _mp_mass(a, b)
+    c = min(max(mp.mpf(0), a), b)  # integrate the offset from the mode, as in the class
+    dens = lambda z: mp.npdf(z) / mass  # noqa: E731
+    lo, hi = max(a, c - 60), min(b, c + 60)
+    pts = [lo, c, hi] if lo < c < hi else [lo, hi]
+    if abs(c) > 1:  # the mass sits within a few 1/|c| of the near bound
+        edge = c + (-10 / c if c < 0 else -10 / c)
+        pts = sorted(set(pts + [min(max(edge, lo), hi)]))
+    mean = mp.quad(lambda z: (z - c) * dens(z), pts) + c
+    var = mp.quad(lambda z: (z - mean) ** 2 * dens(z), pts)
+    ent = mp.quad(lambda z: -dens(z) * mp.log(dens(z)), pts)
+    return float(mean), float(var), float(ent)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_moments_vs_mpmath(dtype):
+    # scipy's closed forms fail here (its variance 1000 sd out is negative and its
+    # entropy NaN for infinite bounds), so the reference is mpmath quadrature at the
+    # distribution's own (rounded) bounds.
+    rtol = 1e-10 if dtype == torch.float64 else 2e-6
+    eps = torch.finfo(dtype).eps
+    for alpha, beta in _cases(dtype):
+        d = _dist(alpha, beta, dtype)
+        a, b = (float(v) for v in _std_bounds(d))
+        mean, var, ent = _mp_moments(a, b)
+        case = f"bounds ({alpha}, {beta})"
+        mean, sd = LOC + SCALE * mean, math.sqrt(var) * SCALE
+        assert abs(d.mean.item() - mean) <= rtol * sd + 2 * eps * abs(mean), case
+        assert d.variance.item() == pytest.approx(SCALE**2 * var, rel=rtol), case
+        assert d.entropy().item() == pytest.approx(ent + math.log(SCALE), rel=rtol, abs=rtol)
+        if abs(alpha) < 30 and abs(beta) < 30:
+            ref = scipy.stats.truncnorm(a, b, loc=LOC, scale=SCALE)
+            assert d.variance.item() == pytest.approx(ref.var(), rel=max(rtol, 1e-8)), case
+            assert d.mean.item() == pytest.approx(ref.mean(), rel=max(rtol, 1e-8)), case
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_samples_finite_and_inside_far_tails(dtype):
+    cases = [(40.0, INF), (40.0, 41.0), (-INF, -40.0), (-40.5, -40.0), (-INF, INF), (39.0, 40.0)]
+    if dtype == torch.float64:
+        cases += [(1000.0, INF), (-1000.5, -1000.0), (1000.0, 1000.001)]
+    for alpha, beta in cases:
+        d = _dist(alpha, beta, dtype)
+        x = d.rsample((100000,))
+        assert x.dtype == dtype
+        assert torch.isfinite(x).all(), (alpha, beta)
+        assert ((x >= d.low) & (x <= d.high)).all(), (alpha, beta)
+
+
+@pytest.mark.parametrize(
+    "alpha, beta",
+    [(-INF, INF), (-1.0, 2.0), (0.3, INF), (-INF, -3.0), (8.0, 9.0), (1000.0, INF)],
+    ids=str,
+)
+def test_goodness_of_fit_float64(alpha, beta):
+    d = _dist(alpha, beta, torch.float64)
+    x = d.sample((20000,))
+    assert auto_goodness_of_fit(x, d.log_prob(x).exp()) > 1e-3
+    # the same samples through the cdf are uniform (probes the tails of the draw)
+    assert unif01_goodness_of_fit(d.cdf(x)) > 1e-3
+
+
+@pytest.mark.parametrize("alpha, beta", [(-1.0, 2.0), (-INF, 0.5), (40.0, INF)], ids=str)
+def test_goodness_of_fit_float32(alpha, beta):
+    # float32 draws 40 sd out take ~6000 distinct values, so test them through a
+    # float64 cdf (binned) rather than with density gaps.
+    d = _dist(alpha, beta, torch.float32)
+    x = d.sample((20000,))
+    assert unif01_goodness_of_fit(_dist(alpha, beta, torch.float64).cdf(x.double())) > 1e-3
+    if alpha < 10:
+        assert auto_goodness_of_fit(x, d.log_prob(x).exp()) > 1e-3
+
+
+def test_goodness_of_fit_detects_wrong_law():
+    # the tests above can fail: draws of a law with loc off by 0.05 sd are rejected
+    # through the cdf, and off by 0.5 sd by the (weaker) density-gap test
+    d = _dist(-1.0, 2.0, torch.float64)
+    x = TruncatedNormal(d.loc + 0.05 * SCALE, d.scale, d.low, d.high).sample((20000,))
+    assert unif01_goodness_of_fit(d.cdf(x)) < 1e-3
+    x = TruncatedNormal(d.loc + 0.5 * SCALE, d.scale, d.low, d.high).sample((20000,))
+    assert auto_goodness_of_fit(x, d.log_prob(x).exp()) < 1e-3
+
+
+@pytest.mark.parametrize(
+    "alpha, beta", [(-INF, INF), (-1.0, 2.0), (0.3, INF), (40.0, INF), (-1001.0, -1000.0)], ids=str
+)
+def test_density_normalized(alpha, beta):
+    d = _dist(alpha, beta, torch.float64)
+    a, b = (float(v) for v in _std_bounds(d))
+    mode = min(max(0.0, a), b)  # the mass sits within a few sd of the law from here
+    sd = math.sqrt(_mp_moments(a, b)[1])
+    edges = sorted({min(max(mode + k * sd, a), b) for k in (-40, -10, -3, 0, 3, 10, 40)})
+    # composite 64-point Gauss-Legendre on pieces a few sd wide (vectorized, exact to ~1e-15)
+    nodes, weights = np.polynomial.legendre.leggauss(64)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        z = torch.tensor(0.5 * (hi + lo) + 0.5 * (hi - lo) * nodes)
+        total += (
+            0.5
+            * (hi - lo)
+            * SCALE
+            * float((d.log_prob(LOC + SCALE * z).exp() * torch.tensor(weights)).sum())
+        )
+    # (1000 sd out, rounding z -> x moves each node by ~1e-13 where p ~ 1e3)
+    assert total == pytest.approx(1.0, abs=1e-10)
+
+
+@pytest.mark.parametrize(
+    "alpha, beta",
+    [(-1.0, 2.0), (-INF, 0.5), (0.3, INF), (-INF, INF), (1.0, 3.0), (-4.0, -2.5)],
+    ids=str,
+)
+def test_implicit_gradient_vs_finite_differences(alpha, beta):
+    dtype = torch.float64
+    params = [torch.tensor(v, dtype=dtype) for v in (LOC, SCALE, LOC + SCALE * alpha)]
+    params.append(torch.tensor(LOC + SCALE * beta, dtype=dtype))
+    params = [p.requires_grad_() for p in params]
+    u = torch.tensor([0.02, 0.3, 0.5, 0.8, 0.97], dtype=dtype)
+    x = TruncatedNormal(*params).icdf(u)
+    h = 1e-6
+    for i, p in enumerate(params):
+        if math.isinf(p.item()):
+            continue
+        jac = torch.stack([torch.autograd.grad(xj, p, retain_graph=True)[0] for xj in x])
+        plus = [q.detach() + h * (j == i) for j, q in enumerate(params)]
+        minus = [q.detach() - h * (j == i) for j, q in enumerate(params)]
+        fd = (TruncatedNormal(*plus).icdf(u) - TruncatedNormal(*minus).icdf(u)) / (2 * h)
+        torch.testing.assert_close(jac, fd, rtol=1e-6, atol=1e-8)
+    # and with respect to u: dx/du = 1/p(x)
+    ur = u.clone().requires_grad_()
+    xu = TruncatedNormal(*params).icdf(ur)
+    (gu,) = torch.autograd.grad(xu.sum(), ur)
+    torch.testing.assert_close(gu, torch.exp(-TruncatedNormal(*params).log_prob(xu.detach())))
+
+
+def _mp_jacobian(alpha, beta, u, z0):
+    """dx/d(loc, scale, low, high) at the u-quantile (loc 0, scale 1), mpmath."""
+    a, b = mp.mpf(alpha), mp.mpf(beta)
+    z = _mp_icdf(a, b, mp.mpf(u), z0)
+    ratio = lambda t: mp.exp((z - t) * (z + t) / 2) if t not in (-mp.inf, mp.inf) else 0  # noqa: E731
+    j_low, j_high = (1 - u) * ratio(a), u * ratio(b)
+    j_scale = z - (a * j_low if j_low else 0) - (b * j_high if j_high else 0)
+    return [float(1 - j_low - j_high), float(j_scale), float(j_low), float(j_high)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_implicit_gradient_far_tail(dtype):
+    cases = [(8.0, 9.0), (40.0, INF), (-41.0, -40.0), (20.0, 20.5)]
+    if dtype == torch.float64:
+        cases += [(1000.0, INF), (-INF, -1000.0)]
+    # float32: dx/dloc ~ 1/alpha^2 is formed from 1 - J_low; 40 sd out a float32 x
+    # carries a relative error alpha^2 eps there.
+    rtol = 1e-8 if dtype == torch.float64 else 3e-3
+    for alpha, beta in cases:
+        params = [torch.tensor(v, dtype=dtype, requires_grad=True) for v in (0.0, 1.0, alpha, beta)]
+        u = [0.05, 0.5, 0.95]
+        x = TruncatedNormal(*params).icdf(torch.tensor(u, dtype=dtype))
+        for j, uj in enumerate(u):
+            grads = torch.autograd.grad(x[j], params, retain_graph=True)
+            expected = _mp_jacobian(alpha, beta, uj, x[j].item())
+            for g, e in zip(grads, expected, strict=True):
+                assert torch.isfinite(g)
+                assert g.item() == pytest.approx(e, rel=rtol, abs=1e-300), (alpha, beta, uj)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_rsample_gradients_finite_far_tail(dtype):
+    for alpha, beta in [(40.0, INF), (-INF, -40.0), (40.0, 40.5), (-INF, INF), (0.0, INF)]:
+        params = [torch.tensor(v, dtype=dtype, requires_grad=True) for v in (0.0, 1.0, alpha, beta)]
+        x = TruncatedNormal(*params).rsample((5000,))
+        grads = torch.autograd.grad(x.sum(), params)
+        assert all(torch.isfinite(g) for g in grads), (alpha, beta)
+
+
+@pytest.mark.parametrize("alpha, beta", [(-1.0, 2.0), (0.5, INF), (-INF, INF)], ids=str)
+def test_expected_pathwise_gradient_of_loc_is_variance(alpha, beta):
+    # d E[X]/d loc at fixed bounds = Cov(X, d log p/d loc) = Var(X)/scale^2.
+    loc = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    d = TruncatedNormal(loc, 1.7, 0.3 + 1.7 * alpha, 0.3 + 1.7 * beta)
+    x = d.rsample((200000,))
+    (g,) = torch.autograd.grad(x.sum(), loc)
+    expected = d.variance.item() / 1.7**2
+    assert g.item() / x.numel() == pytest.approx(expected, rel=0.01)
+
+
+def test_log_prob_gradient_finite():
+    for alpha, beta in [(-INF, INF), (-INF, 0.0), (40.0, INF), (-1.0, 2.0), (-1000.0, -999.0)]:
+        params = [
+            torch.tensor(v, dtype=torch.float64, requires_grad=True)
+            for v in (0.0, 1.0, alpha, beta)
+        ]
+        d = TruncatedNormal(*params)
+        x = d.sample((10,))
+        lp = d.log_prob(x).sum() + d.cdf(x).sum() + d.entropy() + d.mean + d.variance
+        # cdf at and beyond the bounds (0 or 1) keeps finite gradients too
+        ends = torch.stack([d.low, d.high, d.low - 1, d.high + 1]).detach()
+        lp = lp + TruncatedNormal(*params, validate_args=False).cdf(ends).sum()
+        grads = torch.autograd.grad(lp, params, allow_unused=True)
+        assert all(g is None or torch.isfinite(g) for g in grads), (alpha, beta)
+
+
+def test_validation_errors():
+    with pytest.raises(ValueError, match="scale"):
+        TruncatedNormal(0.0, 0.0, -1.0, 1.0, validate_args=True)
+    with pytest.raises(ValueError, match="scale"):
+        TruncatedNormal(0.0, float("nan"), -1.0, 1.0, validate_args=True)
+    with pytest.raises(ValueError, match="low"):
+        TruncatedNormal(0.0, 1.0, 1.0, 1.0, validate_args=True)
+    with pytest.raises(ValueError, match="low"):
+        TruncatedNormal(0.0, 1.0, 2.0, 1.0, validate_args=True)
+    with pytest.raises(ValueError, match="low"):
+        TruncatedNormal(0.0, 1.0, float("nan"), 1.0, validate_args=True)
+    with pytest.raises(ValueError, match="high"):
+        TruncatedNormal(0.0, 1.0, 0.0, float("nan"), validate_args=True)
+    d = TruncatedNormal(0.0, 1.0, -1.0, 1.0, validate_args=True)
+    with pytest.raises(ValueError, match="support"):
+        d.log_prob(torch.tensor(1.5))
+    with pytest.raises(ValueError):
+        d.icdf(torch.tensor(1.5))
+
+
+def test_outside_support_without_validation():
+    low, high = torch.tensor([-1.0, 40.0, -INF]), torch.tensor([1.0, INF, 0.0])
+    d = TruncatedNormal(0.0, 1.0, low, high, validate_args=False)
+    x = torch.tensor([[-2.0, 39.0, 0.5], [2.0, -INF, INF], [INF, 39.999, 1e30]])
+    lp = d.log_prob(x)
+    assert (lp == -INF).all()
+    cdf = d.cdf(x)
+    assert not cdf.isnan().any()
+    assert cdf.tolist() == [[0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [1.0, 0.0, 1.0]]
+
+
+def test_infinite_points_and_quantiles():
+    d = TruncatedNormal(0.0, 1.0, -INF, INF)
+    assert d.log_prob(torch.tensor([INF, -INF])).tolist() == [-INF, -INF]
+    assert d.icdf(torch.tensor([0.0, 1.0])).tolist() == [-INF, INF]
+    d = TruncatedNormal(0.0, 1.0, 40.0, INF)
+    assert d.icdf(torch.tensor([0.0, 1.0])).tolist() == [40.0, INF]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_mixed_batch_matches_elementwise(dtype):
+    # deep-tail and ordinary elements in one batch take different paths, then merge
+    low = torch.tensor([-1.0, 40.0, -INF, 8.0, -INF], dtype=dtype)
+    high = torch.tensor([2.0, INF, -40.0, 9.0, INF], dtype=dtype)
+    d = TruncatedNormal(torch.zeros((), dtype=dtype), torch.ones((), dtype=dtype), low, high)
+    u = torch.tensor([[0.1], [0.5], [0.999]], dtype=dtype).expand(3, 5)
+    x = d.icdf(u)
+    for i in range(5):
+        xi = TruncatedNormal(0.0, 1.0, low[i], high[i]).icdf(u[:, i])
+        # (the batch may take one more Newton step than the element alone)
+        torch.testing.assert_close(x[:, i], xi, rtol=4 * torch.finfo(dtype).eps, atol=0)
+    s = d.rsample((1000,))
+    assert torch.isfinite(s).all() and ((s >= low) & (s <= high)).all()
+    # and so do their gradients
+    loc, scale = torch.zeros(5, dtype=dtype, requires_grad=True), torch.ones((), dtype=dtype)
+    grads = torch.autograd.grad(TruncatedNormal(loc, scale, low, high).icdf(u).sum(), loc)[0]
+    for i in range(5):
+        li = torch.zeros((), dtype=dtype, requires_grad=True)
+        xi = TruncatedNormal(li, scale, low[i], high[i]).icdf(u[:, i])
+        gi = torch.autograd.grad(xi.sum(), li)[0]
+        # (float32 tail Jacobians carry alpha^2 eps, see test_implicit_gradient_far_tail)
+        rtol = 3e-3 if dtype == torch.float32 else 1e-8
+        torch.testing.assert_close(grads[i], gi, rtol=rtol, atol=1e-7)
+
+
+def test_jit_trace_stays_live():
+    # data-dependent branches are skipped under tracing: a trace made in the deep tail
+    # must still be right when the parameters move the interval out of it
+    def quantiles(loc):
+        d = TruncatedNormal(loc, torch.tensor(1.0), torch.tensor(40.0), torch.tensor(INF))
+        return d.icdf(torch.tensor([0.3, 0.7]))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about Python scalars
+        traced = torch.jit.trace(quantiles, (torch.tensor(0.0),), check_trace=False)
+    for loc in (0.0, 39.0, 45.0):
+        torch.testing.assert_close(traced(torch.tensor(loc)), quantiles(torch.tensor(loc)))
+
+
+def test_shapes_broadcasting_and_expand():
+    loc = torch.zeros(3, 1)
+    d = TruncatedNormal(loc, 1.0, torch.tensor([-1.0, 0.0]), INF)
+    assert d.batch_shape == (3, 2)
+    assert d.rsample((4,)).shape == (4, 3, 2)
+    assert d.log_prob(torch.tensor(0.5)).shape == (3, 2)
+    assert d.cdf(torch.ones(5, 1, 1)).shape == (5, 3, 2)
+    assert d.icdf(torch.full((5, 1, 1), 0.5)).shape == (5, 3, 2)
+    assert d.mean.shape == d.variance.shape == d.entropy().shape == (3, 2)
+    e = d.expand((7, 3, 2))
+    assert e.batch_shape == (7, 3, 2) and e.sample().shape == (7, 3, 2)
+    torch.testing.assert_close(e.log_prob(torch.tensor(0.5))[0], d.log_prob(torch.tensor(0.5)))
+    assert d.support.check(torch.tensor([0.5, 2.0])).all()
+    assert not d.support.check(torch.tensor([-2.0, -0.5])).any()
+    # gradients reach broadcast parameters with their own shapes
+    loc = torch.zeros(3, 1, requires_grad=True)
+    low = torch.tensor([-1.0, 0.0], requires_grad=True)
+    x = TruncatedNormal(loc, 1.0, low, INF).rsample((4,))
+    gl, glow = torch.autograd.grad(x.sum(), [loc, low])
+    assert gl.shape == (3, 1) and glow.shape == (2,)

@@ -1,0 +1,104 @@
+import pytest
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+
+from pyro_dirmag.infer import DirMagGuide, predict, prune
+from pyro_dirmag.models import dirmag_model
+from pyro_dirmag.nn.dirmag import dirmag_layers
+
+
+def _fit_guide(model, x):
+    guide = DirMagGuide(model, init_log_alpha=-2.0)
+    guide(x[:4])
+    return guide
+
+
+def _set_log_alpha(guide, name, values):
+    """Sets log lambda so that the site's log alpha equals ``values``."""
+    parts = name.split(".")
+    mod_loc, mod_scale = guide.magnitude_loc, guide.magnitude_log_scale
+    for p in parts[:-1]:
+        mod_loc, mod_scale = getattr(mod_loc, p), getattr(mod_scale, p)
+    m = getattr(mod_loc, parts[-1]).detach()
+    setattr(mod_scale, parts[-1], m.abs().log() + 0.5 * values)
+
+
+def _zero_units(model, guide, drop):
+    """Sets the dropped units' posterior magnitudes (and biases) to 0, in place."""
+    layers = dict(dirmag_layers(model))
+    with torch.no_grad():
+        for name, idx in drop.items():
+            layer = layers[name]
+            site = layer._pyro_get_fullname("magnitude")
+            parts = site.split(".")
+            mod = guide.magnitude_loc
+            for p in parts[:-1]:
+                mod = getattr(mod, p)
+            m = getattr(mod, parts[-1]).detach().clone()
+            m[idx] = 0.0
+            setattr(mod, parts[-1], m)
+            if not layer.reverse and layer.bias is not None:
+                layer.bias[idx] = 0.0
+
+
+def _random_log_alpha(guide, rng_gen, threshold):
+    drop = {}
+    for name, la in guide.log_alpha().items():
+        values = torch.where(torch.rand(la.shape, generator=rng_gen) < 0.4, 5.0, -2.0)
+        values[0] = threshold  # exactly at the threshold: kept ("exceeds" only)
+        _set_log_alpha(guide, name, values)
+        drop[name.rpartition(".")[0]] = (values > threshold).nonzero().squeeze(-1)
+    return drop
+
+
+@pytest.mark.parametrize(
+    "arch,reverse", [("lenet300", False), ("lenet5", False), ("lenet300", True)]
+)
+def test_prune_removes_exactly_units_above_threshold(arch, reverse):
+    threshold = 3.0
+    model = dirmag_model(arch, 1000, reverse=reverse)
+    x = torch.randn(9, 784)
+    guide = _fit_guide(model, x)
+    drop = _random_log_alpha(guide, torch.Generator().manual_seed(0), threshold)
+    last = dirmag_layers(model)[-1][0]
+    if not reverse:
+        drop[last] = torch.zeros(0, dtype=torch.long)  # the logits are never dropped
+    pruned, report = prune(model, guide, threshold)
+    # really smaller tensors, plain torch modules
+    assert not any(isinstance(m, PyroModule) for m in pruned.net.modules())
+    assert type(pruned.net) is nn.Sequential
+    plain = [m for m in pruned.net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    layers = dirmag_layers(model)
+    assert len(plain) == len(layers)
+    for (name, layer), row in zip(layers, report.layers, strict=False):
+        n_drop = len(drop[name])
+        assert row["units_total"] == layer.num_units
+        assert row["units_kept"] == layer.num_units - n_drop
+    for (name, layer), p in zip(layers, plain, strict=False):
+        if not layer.reverse:
+            assert p.weight.shape[0] == layer.v.shape[0] - len(drop[name])
+        else:
+            assert p.weight.shape[1] == layer.v.shape[1] - len(drop[name])
+    assert report.params_kept < report.params_total
+    assert "compression" in str(report)
+    # the pruned net computes the mean network with the dropped units zeroed
+    unzeroed = predict(model, guide, x, mode="mean")
+    _zero_units(model, guide, drop)
+    expected = predict(model, guide, x, mode="mean")
+    with torch.no_grad():
+        got = pruned.net(x).softmax(-1)
+    assert torch.allclose(got, expected, atol=1e-5)
+    # and differs from the mean network without zeroing (the test can fail)
+    assert not torch.allclose(unzeroed, expected, atol=1e-5)
+
+
+def test_prune_threshold_keeps_everything_when_high():
+    model = dirmag_model("lenet300", 1000)
+    x = torch.randn(5, 784)
+    guide = _fit_guide(model, x)
+    pruned, report = prune(model, guide, threshold=100.0)
+    assert report.params_kept == report.params_total
+    with torch.no_grad():
+        got = pruned.net(x).softmax(-1)
+    assert torch.allclose(got, predict(model, guide, x, mode="mean"), atol=1e-5)

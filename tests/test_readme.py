@@ -1,0 +1,35 @@
+"""The README's usage block runs as written (on tiny fake data), so it cannot drift."""
+
+import os
+import re
+
+import torch
+
+README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+LOOP = "# for x, y in loader: svi.step(x, y)"
+
+
+def _usage_block():
+    with open(README) as f:
+        text = f.read()
+    start = text.index("\n## Usage")
+    match = re.search(r"```python\n(.*?)```", text[start:], re.S)
+    assert match, "no ```python block after '## Usage' in README.md"
+    return match.group(1)
+
+
+def test_readme_usage_block_runs():
+    code = _usage_block()
+    assert LOOP in code
+    # fill in the loop with two batches of fake data of a size other than the test set's
+    code = code.replace(
+        LOOP,
+        "losses = [svi.step(x, y) for x, y in loader]",
+    )
+    loader = [(torch.randn(32, 784), torch.randint(0, 10, (32,))) for _ in range(2)]
+    namespace = {"loader": loader, "x_test": torch.randn(7, 784)}
+    exec(compile(code, "README.md", "exec"), namespace)
+    probs = namespace["probs"]
+    assert probs.shape == (7, 10)
+    assert torch.allclose(probs.sum(-1), torch.ones(7), atol=1e-5)
+    assert all(torch.isfinite(torch.tensor(namespace["losses"])))
