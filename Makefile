@@ -1,12 +1,13 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   - the main job (creates .venv on first use)
-#   make test   - the test suite (creates .venv on first use)
+#   make train  - the main job: train a Bayesian LeNet-300-100 on MNIST, evaluate, prune
+#   make test   - lint and the test suite
+# Each creates .venv with plain pip on first use and reuses it after.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: train demo test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) examples/train_dirmag_mnist.py $(ARGS)
 
 demo: $(STAMP)
 	$(PY) -m pyro_dirmag.demo
@@ -25,9 +29,6 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-
-bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV)

@@ -33,6 +33,9 @@ def main():
     parser.add_argument("--eval-seconds", type=float, default=120.0, help="reserved for testing")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--final-lr-factor", type=float, default=0.01, help="see examples/train_dirmag_mnist.py"
+    )
     parser.add_argument("--save", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,6 +72,7 @@ def main():
         "--batch-size", str(args.batch_size),
         "--num-samples", "30",
         "--threads", str(args.threads),
+        "--final-lr-factor", str(args.final_lr_factor),
     ]  # fmt: skip
     if args.save:
         argv += ["--save", args.save]

@@ -51,7 +51,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--final-lr-factor",
         type=float,
-        default=0.1,
+        default=0.01,
         help="the learning rate decays geometrically to lr * this over the planned epochs",
     )
     parser.add_argument("--seed", type=int, default=0)

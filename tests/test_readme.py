@@ -33,3 +33,32 @@ def test_readme_usage_block_runs():
     assert probs.shape == (7, 10)
     assert torch.allclose(probs.sum(-1), torch.ones(7), atol=1e-5)
     assert all(torch.isfinite(torch.tensor(namespace["losses"])))
+
+
+def _block_after(heading):
+    with open(README) as f:
+        text = f.read()
+    start = text.index(f"\n## {heading}")
+    match = re.search(r"```python\n(.*?)```", text[start:], re.S)
+    assert match, f"no ```python block after '## {heading}' in README.md"
+    return match.group(1)
+
+
+def test_readme_distributions_block_runs():
+    namespace = {}
+    exec(compile(_block_after("Distributions"), "README.md", "exec"), namespace)
+    x = namespace["x"]
+    assert x.shape == (1000,) and bool(((x >= 0) & (x <= 3.1416)).all())
+    trace = __import__("pyro").poutine.trace(namespace["model"]).get_trace()
+    w = trace.nodes["w"]["value"]
+    assert w.shape == (784,) and abs(w.norm().item() - 1) < 1e-5
+
+
+def test_readme_noise_block_runs():
+    namespace = {"x_test": torch.randn(5, 784)}
+    exec(
+        compile(_block_after("Non-variational noise regularizers"), "README.md", "exec"), namespace
+    )
+    probs = namespace["probs"]
+    assert probs.shape == (5, 10)
+    assert torch.allclose(probs.sum(-1), torch.ones(5), atol=1e-5)

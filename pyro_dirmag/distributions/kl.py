@@ -24,6 +24,12 @@ the same ``loc`` are images of their angles under the same map, so their KL is t
 KL of the laws of :math:`|\epsilon|`, which equals the KL of the angle laws when both
 live on :math:`[0, \pi]` or both are symmetric about 0.
 
+**Expanded copies.** Pyro registers no KL for two
+:class:`~pyro.distributions.torch_distribution.ExpandedDistribution`. Every expanded
+copy of a law has the KL of the base laws, so it is computed once on the bases and
+broadcast: the DirMag layers declare one copy of each latent per example of the data
+plate, and this keeps the KL's cost independent of the batch size.
+
 **References:**
 
 [1] D. Molchanov, A. Ashukha, D. Vetrov (2017) "Variational Dropout Sparsifies Deep
@@ -36,6 +42,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+from pyro.distributions.torch_distribution import ExpandedDistribution
+from pyro.distributions.util import broadcast_shape
 from torch.distributions import Beta, Normal, Uniform, kl_divergence
 from torch.distributions.kl import register_kl
 
@@ -159,3 +167,15 @@ def _kl_planerotation_planerotation(p, q):
             f"or both symmetric about 0; got {p.angle!r} and {q.angle!r}"
         )
     return kl_divergence(p.angle, q.angle)
+
+
+@register_kl(ExpandedDistribution, ExpandedDistribution)
+def _kl_expanded_expanded(p, q):
+    """KL of the base laws, broadcast to the expanded batch shape."""
+    if p.event_shape != q.event_shape:
+        raise ValueError(
+            f"KL between distributions of event shapes {tuple(p.event_shape)} and "
+            f"{tuple(q.event_shape)}"
+        )
+    kl = kl_divergence(p.base_dist, q.base_dist)
+    return kl.expand(broadcast_shape(p.batch_shape, q.batch_shape))

@@ -37,7 +37,7 @@ auxiliary noise drawn inside the layer rather than a Pyro site). The direction
   likelihood keeps its :math:`N/M` weight: the estimator's expectation is the ELBO
   of the global model, for any batch size. The copies share one base distribution
   through :class:`pyro.distributions.torch_distribution.ExpandedDistribution`,
-  whose KL is computed once on the base (see :mod:`pyro_dirmag.nn._expanded_kl`),
+  whose KL is computed once on the base (see :mod:`pyro_dirmag.distributions.kl`),
   not once per copy. Called outside any plate, a layer draws one value per unit
   for the whole input.
 * *Direction noise per example.* ``phi="per_example"`` (default) gives every example
@@ -74,7 +74,6 @@ from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from ..distributions import SymmetricLogUniform
-from . import _expanded_kl  # noqa: F401  (registers the KL of expanded distributions)
 from ._direction import tangent_projection, tangent_uniform
 
 __all__ = ["PHI_MODES", "DirMagConv2d", "DirMagLinear", "direction_noise"]
