@@ -52,7 +52,7 @@ from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroModule, PyroParam
 from torch.distributions import constraints
 
-from ._angle_posterior import AngleTruncatedNormal
+from ..distributions import TruncatedNormal
 
 __all__ = ["LOG_ALPHA_MAX", "LOG_ALPHA_MIN", "DirMagGuide"]
 
@@ -206,7 +206,7 @@ class DirMagGuide(AutoGuide):
         mu = deep_getattr(self.angle_loc, name)
         sigma = deep_getattr(self.angle_scale, name)
         zero = torch.zeros((), dtype=mu.dtype, device=mu.device)
-        return AngleTruncatedNormal(mu, sigma, zero, zero + HALF_PI).to_event(1)
+        return TruncatedNormal(mu, sigma, zero, zero + HALF_PI).to_event(1)
 
     def forward(self, *args, **kwargs):
         if self.prototype_trace is None:
