@@ -348,12 +348,23 @@ class TruncatedNormal(TorchDistribution):
         # Phi(z) = Phi(lo) + v Z and Phi(-z) = Phi(-hi) + (1 - v) Z: sums of positive
         # terms, accurate in linear space while the smaller is not tiny.
         # (torch.special.ndtr is 1 + erf and underflows to 0 below -8.3: use log_ndtr.)
-        z_norm = torch.exp(p.log_z)
-        z_norm = _scalar(z_norm)
-        pp = torch.mul(v, z_norm).add_(_scalar(torch.exp(torch.special.log_ndtr(lo))))
-        qq = torch.mul(vw, z_norm).add_(_scalar(torch.exp(torch.special.log_ndtr(-hi))))
+        z_norm = _scalar(torch.exp(p.log_z))
+        phi_lo = torch.exp(torch.special.log_ndtr(lo))
+        phi_hi = torch.exp(torch.special.log_ndtr(-hi))
+        pp = torch.mul(v, z_norm).add_(_scalar(phi_lo))
+        qq = torch.mul(vw, z_norm).add_(_scalar(phi_hi))
         tiny = 64 * torch.finfo(pp.dtype).tiny
-        z, rmin = ndtri_pair(pp, qq, 1e-10 if pp.dtype == torch.float64 else 1e-4)
+        small = 1e-10 if pp.dtype == torch.float64 else 1e-4
+        rmin = None
+        if not _tracing() and pp.numel():
+            # min(pp, qq) without a pass over the draws where the per-law floors (pp >= Phi(lo),
+            # qq >= Phi(-hi): sums of nonnegative terms) settle the branches taken.
+            rmin = min(float(phi_lo.min()), float(phi_hi.min()))
+            if rmin < small:
+                rmin = min(float(pp.min()), float(qq.min()))
+        # pp and qq are needed after the solve only by the log-space redo below.
+        overwrite = rmin is not None and rmin >= tiny
+        z, rmin = ndtri_pair(pp, qq, small, rmin, overwrite)
         if rmin < tiny:
             # Quantiles below the smallest normal number (icdf only): redo in log space.
             use_p = pp <= qq
@@ -372,7 +383,13 @@ class TruncatedNormal(TorchDistribution):
             )
             zr = ndtri_exp(log_r)
             z[idx] = torch.where(use_p, zr, -zr)
-        return z.mul_(_scalar(torch.where(p.flip, -p.scale, p.scale))).add_(_scalar(p.loc))
+        step, base = _scalar(torch.where(p.flip, -p.scale, p.scale)), _scalar(p.loc)
+        # (a unit scale or zero shift of a scalar law is an identity: spare the pass)
+        if torch.is_tensor(step) or step != 1.0:
+            z.mul_(step)
+        if torch.is_tensor(base) or base != 0.0:
+            z.add_(base)
+        return z
 
     @staticmethod
     def _icdf_deep(p, hi, v, vw, deep, k0):
