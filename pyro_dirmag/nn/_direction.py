@@ -9,7 +9,9 @@ with :math:`\phi_j` uniform on the unit sphere of the tangent space at :math:`u_
   :math:`\Phi` per mini-batch) and for per-example convolution kernels;
 * :func:`tangent_projection`: the exact law of the scalar :math:`t = \phi_j \cdot x / \|x_\perp\|`
   for a dense layer (MATH.md section 5), so that every example gets its own
-  :math:`\phi` at the cost of a few elementwise operations.
+  :math:`\phi` at the cost of a few elementwise operations;
+* :func:`tangent_term`: :math:`\phi_{ij} \cdot x_i = \|x_{i\perp j}\|\, t_{ij}` from
+  those draws, the one-matmul identity used by the dense DirMag and noisy layers.
 
 The law of :math:`t`: in the :math:`(n-1)`-dimensional tangent space, :math:`\phi`
 is :math:`z / \|z\|` with :math:`z` standard normal, so its coordinate along the fixed
@@ -32,7 +34,7 @@ import math
 
 import torch
 
-__all__ = ["gamma_marsaglia_tsang", "tangent_projection", "tangent_uniform"]
+__all__ = ["gamma_marsaglia_tsang", "tangent_projection", "tangent_term", "tangent_uniform"]
 
 
 def gamma_marsaglia_tsang(concentration, shape, dtype=torch.float32, device=None):
@@ -94,6 +96,29 @@ def tangent_projection(dim, shape, dtype=torch.float32, device=None):
     z = torch.randn(shape, dtype=dtype, device=device)
     chi2 = 2 * gamma_marsaglia_tsang(0.5 * (dim - 2), shape, dtype=dtype, device=device)
     return z * torch.rsqrt(z * z + chi2)
+
+
+def tangent_term(x, ux, floor):
+    r"""
+    Draws :math:`\phi_{ij} \cdot x_i` for :math:`\phi_{ij}` uniform on the unit sphere of
+    the tangent space at :math:`u_j`, independently per example :math:`i` and unit
+    :math:`j`, without forming :math:`\phi` (MATH.md section 5):
+
+    .. math::
+
+        \phi_{ij} \cdot x_i = \sqrt{\|x_i\|^2 - (u_j \cdot x_i)^2}\; t_{ij},
+
+    with :math:`t_{ij}` from :func:`tangent_projection`.
+
+    :param torch.Tensor x: inputs, shape ``(..., n)``.
+    :param torch.Tensor ux: the projections :math:`u_j \cdot x_i`, shape ``(..., units)``.
+    :param float floor: lower bound on :math:`\|x_\perp\|^2`. It is non-negative only up
+        to rounding, and the square root has no gradient where :math:`x` is parallel to
+        :math:`u_j`; the clamp also stops the gradient there.
+    :returns: shape ``(..., units)``.
+    """
+    perp = (x.square().sum(-1, keepdim=True) - ux.square()).clamp_min(floor).sqrt()
+    return perp * tangent_projection(x.shape[-1], ux.shape, dtype=ux.dtype, device=ux.device)
 
 
 def tangent_uniform(u, sample_shape=()):

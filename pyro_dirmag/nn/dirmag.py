@@ -74,7 +74,7 @@ from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from ..distributions import SymmetricLogUniform
-from ._direction import tangent_projection, tangent_uniform
+from ._direction import tangent_term, tangent_uniform
 
 __all__ = ["PHI_MODES", "DirMagConv2d", "DirMagLinear", "direction_noise"]
 
@@ -360,13 +360,9 @@ class DirMagLinear(_DirMagLayer):
         return F.linear(x, weight)
 
     def _per_example_term(self, x, u, s):
-        # phi_j . x = ||x_perp_j|| t with ||x_perp_j||^2 = ||x||^2 - (u_j . x)^2 and t the
-        # exact law of a tangent-sphere coordinate (MATH.md section 5). The floor keeps
-        # the square root's gradient finite where x is parallel to u_j.
-        sq = (x * x).sum(-1, keepdim=True) - s * s
-        perp = sq.clamp_min(1e-12).sqrt()
-        t = tangent_projection(self.in_features, s.shape, dtype=s.dtype, device=s.device)
-        return perp * t
+        # phi_j . x = ||x_perp_j|| t (MATH.md section 5). The floor keeps the square
+        # root's gradient finite where x is parallel to u_j.
+        return tangent_term(x, s, floor=1e-12)
 
     def _check_input(self, x, v):
         self._check_dtype(x, v)

@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from ._direction import tangent_projection
+from ._direction import tangent_term
 from .noise import (
     DIRECTION_NOISES,
     MAGNITUDE_NOISES,
@@ -272,19 +272,13 @@ def _rotated_projection(x, u, noise, alpha):
     :param torch.Tensor u: unit directions, shape ``(out, n)``.
     :returns: shape ``(..., out)``.
     """
-    n = u.shape[-1]
     ux = F.linear(x, u)
-    # ||x_perp||^2 = ||x||^2 - (u . x)^2 >= 0 up to rounding; clamping also stops the
-    # gradient where x is parallel to u, where the square root is not differentiable.
-    xx = x.square().sum(-1, keepdim=True)
-    perp = (xx - ux.square()).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
-    angle = angle_distribution(noise, alpha, n, dtype=x.dtype, device=x.device)
+    angle = angle_distribution(noise, alpha, u.shape[-1], dtype=x.dtype, device=x.device)
     eps = angle.rsample(ux.shape)
-    # t = phi . x_perp / ||x_perp||, phi uniform on the unit sphere S^{n-2} of the tangent
-    # space at u: (t + 1) / 2 ~ Beta((n - 2) / 2, (n - 2) / 2); t = +-1 for n = 2. The one
-    # sampler of this law in the library is shared with the DirMag layers.
-    t = tangent_projection(n, ux.shape, dtype=x.dtype, device=x.device)
-    return torch.cos(eps) * ux + torch.sin(eps) * perp * t
+    # phi . x for phi uniform on the tangent sphere at u, per example (shared with the
+    # DirMag layers).
+    phi_x = tangent_term(x, ux, floor=torch.finfo(x.dtype).tiny)
+    return torch.cos(eps) * ux + torch.sin(eps) * phi_x
 
 
 class NoisyLinear(NoisyWeightNorm):
