@@ -45,14 +45,13 @@ from contextlib import ExitStack
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
-from pyro.distributions.torch_distribution import ExpandedDistribution
 from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroModule, PyroParam
 from torch.distributions import constraints
 
 from ..distributions import TruncatedNormal
+from ..nn.dirmag import sample_per_example
 
 __all__ = ["LOG_ALPHA_MAX", "LOG_ALPHA_MIN", "DirMagGuide"]
 
@@ -146,7 +145,7 @@ class DirMagGuide(AutoGuide):
             event_shape = site["fn"].event_shape
             if kind == "magnitude":
                 m = site["infer"]["dirmag_init"].detach().clone().reshape(event_shape)
-                log_abs = m.abs().clamp_min(_MIN_ABS_LOC).log()
+                log_abs = _log_abs(m)
                 deep_setattr(self.magnitude_loc, name, PyroParam(m, constraints.real, 1))
                 log_scale = log_abs + 0.5 * self.init_log_alpha
                 deep_setattr(
@@ -184,7 +183,7 @@ class DirMagGuide(AutoGuide):
     def _magnitude_params(self, name):
         m = deep_getattr(self.magnitude_loc, name)
         log_lambda = deep_getattr(self.magnitude_log_scale, name)
-        log_abs = m.abs().clamp_min(_MIN_ABS_LOC).log()
+        log_abs = _log_abs(m)
         lo = log_abs + 0.5 * LOG_ALPHA_MIN
         hi = log_abs + 0.5 * LOG_ALPHA_MAX
         log_scale = torch.maximum(torch.minimum(log_lambda, hi), lo)
@@ -216,21 +215,11 @@ class DirMagGuide(AutoGuide):
         for name, site in self.prototype_trace.iter_stochastic_nodes():
             if name not in self._sites:
                 continue
-            fn = self.posterior(name)
             with ExitStack() as stack:
-                batch_shape, full = [], 1
                 for frame in site["cond_indep_stack"]:
                     if frame.vectorized:
-                        plate = plates[frame.name]
-                        stack.enter_context(plate)
-                        full *= plate.size
-                        if len(batch_shape) < -frame.dim:
-                            batch_shape = [1] * (-frame.dim - len(batch_shape)) + batch_shape
-                        batch_shape[frame.dim] = plate.subsample_size
-                if batch_shape:
-                    fn = ExpandedDistribution(fn, torch.Size(batch_shape))
-                with poutine.scale(scale=1.0 / full):
-                    result[name] = pyro.sample(name, fn)
+                        stack.enter_context(plates[frame.name])
+                result[name] = sample_per_example(name, self.posterior(name))
         return result
 
     @torch.no_grad()
@@ -245,7 +234,7 @@ class DirMagGuide(AutoGuide):
         for name, kind in self._sites.items():
             if kind == "magnitude":
                 m, scale = self._magnitude_params(name)
-                out[name] = 2 * (scale.log() - m.abs().clamp_min(_MIN_ABS_LOC).log())
+                out[name] = 2 * (scale.log() - _log_abs(m))
         return out
 
     @torch.no_grad()
@@ -275,6 +264,11 @@ class DirMagGuide(AutoGuide):
         """One global draw of every site (one network): ``{name: (units,) tensor}``."""
         self._require_setup()
         return {name: self.posterior(name).sample() for name in self._sites}
+
+
+def _log_abs(m):
+    """``log|m|`` with ``|m|`` floored at ``_MIN_ABS_LOC``, as in the clipping bounds."""
+    return m.abs().clamp_min(_MIN_ABS_LOC).log()
 
 
 def deep_getattr(obj, key):

@@ -84,6 +84,27 @@ MAGNITUDE_PRIOR_HIGH = 1e4
 HALF_PI = 0.5 * math.pi
 
 
+def sample_per_example(name, fn, infer=None):
+    """
+    Samples site ``name`` with one copy of ``fn`` per element of the enclosing
+    vectorized plates, each copy scaled by 1/N (N the plates' full size).
+
+    A subsampled plate weighs each copy by N/M, so the M copies sum to one ``fn`` term
+    per step (see the module notes). The model's layers and
+    :class:`~pyro_dirmag.infer.DirMagGuide` both declare their sites through this one
+    function, so the copies and their scales agree by construction.
+    """
+    frames = [f for f in get_plates() if f.dim is not None]
+    if frames:
+        batch_shape = [1] * max(-f.dim for f in frames)
+        for f in frames:
+            batch_shape[f.dim] = f.size
+        fn = ExpandedDistribution(fn, torch.Size(batch_shape))
+    full_size = math.prod((f.full_size or f.size) for f in frames)
+    with poutine.scale(scale=1.0 / full_size):
+        return pyro.sample(name, fn, infer=infer or {})
+
+
 class _DirMagLayer(PyroModule):
     """The maths shared by every DirMag layer; subclasses supply the linear map."""
 
@@ -184,16 +205,8 @@ class _DirMagLayer(PyroModule):
     def _sample(self, kind, prior):
         name = self._pyro_get_fullname(kind)
         fn = prior.expand([self.num_units]).to_event(1)
-        frames = [f for f in get_plates() if f.dim is not None]
-        if frames:
-            batch_shape = [1] * max(-f.dim for f in frames)
-            for f in frames:
-                batch_shape[f.dim] = f.size
-            fn = ExpandedDistribution(fn, torch.Size(batch_shape))
-        full_size = math.prod((f.full_size or f.size) for f in frames)
         infer = {"dirmag": kind, "dirmag_init": self._buffers["magnitude_init"]}
-        with poutine.scale(scale=1.0 / full_size):
-            return pyro.sample(name, fn, infer=infer)
+        return sample_per_example(name, fn, infer=infer)
 
     def _magnitude_prior(self, v):
         p = self.magnitude_prior
