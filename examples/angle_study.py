@@ -37,6 +37,7 @@ import os
 import numpy as np
 import torch
 
+from pyro_dirmag.distributions._sphere import geodesic_angle
 from pyro_dirmag.nn import DIRECTION_NOISES
 from pyro_dirmag.nn.noise import ROTATION_BETA_MAX_ALPHA, direction_distribution
 
@@ -51,14 +52,6 @@ def random_unit_vector(dim, seed=0, dtype=torch.float64):
     return v / v.norm()
 
 
-def angles_to(loc, x):
-    """Geodesic angle between ``loc`` and each row of ``x`` (unit vectors), stable near 0 and
-    pi: ``atan2(||x - (loc . x) loc||, loc . x)``."""
-    cos = x @ loc
-    sin = (x - cos[:, None] * loc).norm(dim=-1)
-    return torch.atan2(sin, cos)
-
-
 def perturbation_angles(noise, alpha, dim=1000, num_samples=10000, seed=0, chunk=2000):
     """Angles between a unit vector in R^dim and ``num_samples`` perturbed copies.
 
@@ -71,7 +64,7 @@ def perturbation_angles(noise, alpha, dim=1000, num_samples=10000, seed=0, chunk
     for start in range(0, num_samples, chunk):
         n = min(chunk, num_samples - start)
         with torch.no_grad():
-            out.append(angles_to(loc, dist.sample((n,))))
+            out.append(geodesic_angle(loc, dist.sample((n,)))[0])
     return torch.cat(out)
 
 

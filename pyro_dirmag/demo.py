@@ -20,6 +20,7 @@ from pyro_dirmag.distributions import (
     TangentProjectedNormal,
     TruncatedNormal,
 )
+from pyro_dirmag.distributions._sphere import geodesic_angle
 
 try:  # Pyro's own chi-square tail returns 1.0 for huge statistics; prefer scipy's
     import scipy.stats
@@ -101,7 +102,7 @@ def run(num_samples=20_000, dim=50, seed=0):
             rows.append((name, f"{x.mean().item():.4f}", exact_mean, p_value, integral))
         for name, d in _sphere_cases(dim):
             x = d.sample((num_samples,))
-            theta = torch.atan2(torch.linalg.norm(x[..., 1:], dim=-1), x[..., 0])
+            theta = geodesic_angle(d.loc, x)[0]
             # the geodesic angle is a 1-D statistic with an exact density
             p_value = gof.auto_goodness_of_fit(theta, d.angle_log_prob(theta).exp())
             integral = _integrate(d.angle_log_prob, 1e-12, math.pi - 1e-12)

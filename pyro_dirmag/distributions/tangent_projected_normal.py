@@ -12,6 +12,16 @@ from .plane_rotation import PlaneRotation
 _EMPTY = torch.Size()
 
 
+def _log_chi_density(r, k):
+    """Log density of the chi law with ``k`` degrees of freedom at ``r >= 0``."""
+    return (
+        torch.xlogy(torch.tensor(k - 1.0, dtype=r.dtype), r)
+        - 0.5 * r.square()
+        - (0.5 * k - 1) * math.log(2.0)
+        - math.lgamma(0.5 * k)
+    )
+
+
 class TangentNormalAngle(TorchDistribution):
     r"""
     Law of :math:`\epsilon = \arctan(\sigma r)`, :math:`r \sim \chi_k`, on
@@ -61,12 +71,7 @@ class TangentNormalAngle(TorchDistribution):
         value = torch.where(inside, value, torch.zeros_like(value))
         cos = torch.where(inside, cos, torch.ones_like(cos))
         r = value.tan() / self.scale
-        log_chi = (
-            torch.xlogy(torch.tensor(k - 1.0, dtype=r.dtype), r)
-            - 0.5 * r.square()
-            - (0.5 * k - 1) * math.log(2.0)
-            - math.lgamma(0.5 * k)
-        )
+        log_chi = _log_chi_density(r, k)
         lp = log_chi - self.scale.log() - 2 * cos.log()
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
@@ -179,11 +184,6 @@ class TangentProjectedNormal(PlaneRotation):
         low = self.scale.new_tensor(max(center - 12.0, 0.0)).expand(self.batch_shape)
         high = self.scale.new_tensor(center + 12.0).expand(self.batch_shape)
         r, w = gauss_legendre(low, high, 256)
-        log_chi = (
-            torch.xlogy(torch.tensor(k - 1.0, dtype=r.dtype), r)
-            - 0.5 * r.square()
-            - (0.5 * k - 1) * math.log(2.0)
-            - math.lgamma(0.5 * k)
-        )
+        log_chi = _log_chi_density(r, k)
         e_log = (w * log_chi.exp() * torch.log1p((self.scale * r).square())).sum(0)
         return 0.5 * k * ((2 * math.pi * self.scale.square()).log() + 1) - 0.5 * n * e_log
