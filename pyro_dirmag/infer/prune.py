@@ -97,18 +97,13 @@ def mean_weights(model, guide):
     means = guide.posterior_mean()
     out = {}
     for name, layer in dirmag_layers(model):
-        g, eps = _unit_values(layer, means)
+        if layer.magnitude_noise:
+            g = means[layer._pyro_get_fullname("magnitude")]
+        else:
+            g = layer.magnitude
+        eps = means[layer._pyro_get_fullname("angle")] if layer.direction_noise else None
         out[name] = (layer.weight_from(g, eps), layer.bias)
     return out
-
-
-def _unit_values(layer, values):
-    if layer.magnitude_noise:
-        g = values[layer._pyro_get_fullname("magnitude")]
-    else:
-        g = layer.magnitude
-    eps = values[layer._pyro_get_fullname("angle")] if layer.direction_noise else None
-    return g, eps
 
 
 @torch.no_grad()
@@ -130,7 +125,7 @@ def prune(model, guide, threshold=3.0):
     if not layers:
         raise ValueError("the model has no DirMag layer to prune")
     log_alpha = guide.log_alpha()
-    means = guide.posterior_mean()
+    mean_network = mean_weights(model, guide)
     unit_keep = []
     for _, layer in layers:
         if layer.magnitude_noise:
@@ -165,9 +160,9 @@ def prune(model, guide, threshold=3.0):
     pruned = copy.deepcopy(model)
     report = PruneReport(threshold)
     for k, (name, layer) in enumerate(layers):
-        g, eps = _unit_values(layer, means)
-        weight = layer.weight_from(g, eps).detach()
-        bias = None if layer.bias is None else layer.bias.detach()
+        weight, bias = mean_network[name]
+        weight = weight.detach()
+        bias = None if bias is None else bias.detach()
         rows = out_keep[k].nonzero().squeeze(-1)
         weight = weight.index_select(0, rows)
         bias = None if bias is None else bias.index_select(0, rows)
