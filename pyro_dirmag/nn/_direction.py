@@ -22,12 +22,16 @@ unit vector :math:`x_\perp / \|x_\perp\|` is
     t = \frac{z_1}{\sqrt{z_1^2 + C}}, \qquad z_1 \sim \mathcal{N}(0, 1),\quad
     C \sim \chi^2_{n-2} ,
 
-equivalently :math:`t = 2B - 1` with :math:`B \sim \mathrm{Beta}((n-2)/2, (n-2)/2)`.
-``torch._standard_gamma`` costs about 60 ns a draw on CPU, more than the rest of a
-dense layer's noise together, so :math:`C = 2\,\Gamma((n-2)/2)` is drawn with the
-Marsaglia-Tsang method vectorized over the batch: exact (rejected draws are redrawn,
-never truncated) and, for the shape parameters of real layers, accepting more than
-99% of proposals on the first round.
+equivalently :math:`t = 2B - 1` with :math:`B \sim \mathrm{Beta}((n-2)/2, (n-2)/2)`, i.e.
+the density :math:`\propto (1 - t^2)^k` on :math:`[-1, 1]` with :math:`k = (n - 4)/2`.
+Every random variate costs 5-7 ns on this CPU (more than the rest of a dense layer's
+noise per draw), so for :math:`k \ge 1` (:math:`n \ge 6`) :math:`t` is drawn by
+rejection from :math:`\mathcal{N}(0, 1/(2k))`: :math:`(1-t^2)^k \le e^{-k t^2}` makes the
+proposal an envelope with ratio :math:`\exp(k(\log(1 - t^2) + t^2)) \le 1`, accepted with
+probability :math:`\mathrm{B}(1/2, k + 1)\sqrt{k/\pi} \approx 1 - 3/(8k)` (99.9% for
+:math:`n = 784`, 75% at :math:`k = 1`): two variates a draw, and rejected draws are
+redrawn, never truncated. Smaller :math:`n` use :math:`C = 2\,\Gamma((n-2)/2)` drawn with
+the Marsaglia-Tsang method (``torch._standard_gamma`` costs about 60 ns a draw).
 """
 
 import math
@@ -93,9 +97,42 @@ def tangent_projection(dim, shape, dtype=torch.float32, device=None):
     if dim == 2:
         # The tangent "sphere" is the two points +-e.
         return torch.randint(0, 2, shape, device=device).to(dtype) * 2 - 1
+    shape = torch.Size(shape)
+    if dim >= 6:
+        return _symmetric_power(0.5 * (dim - 4), shape, dtype, device)
     z = torch.randn(shape, dtype=dtype, device=device)
     chi2 = 2 * gamma_marsaglia_tsang(0.5 * (dim - 2), shape, dtype=dtype, device=device)
     return z * torch.rsqrt(z * z + chi2)
+
+
+def _symmetric_power(k, shape, dtype, device):
+    """Exact draws of the density proportional to ``(1 - t^2)^k`` on ``[-1, 1]``,
+    ``k >= 1``, by rejection from ``N(0, 1/(2k))`` (see the module notes)."""
+    t = torch.randn(shape, dtype=dtype, device=device).mul_(1.0 / math.sqrt(2.0 * k))
+    # log acceptance ratio k (log(1 - t^2) + t^2) <= 0; |t| >= 1 gives -inf (rejected)
+    t2 = (t * t).clamp_max_(1.0)
+    log_ratio = torch.log1p(t2.neg()).add_(t2).mul_(k)
+    # margin > 0 <=> log U > log ratio: rejected
+    margin = torch.rand(shape, dtype=dtype, device=device).log_().sub_(log_ratio)
+    bad = _positive_indices(margin)
+    if bad is not None:
+        t[bad] = _symmetric_power(k, bad[0].shape, dtype, device)
+    return t
+
+
+def _positive_indices(x):
+    """Indices of the (rare) positive entries of ``x``, or ``None`` if there are none.
+
+    A float maximum is cheap on CPU and bool masks are not, so rows are screened first
+    and ``nonzero`` runs on the rows that have a positive entry only.
+    """
+    if x.numel() == 0 or not bool(x.max() > 0):
+        return None
+    rows = x.reshape(-1, x.shape[-1]) if x.dim() else x.reshape(1, 1)
+    hit = (rows.amax(-1) > 0).nonzero(as_tuple=True)[0]
+    r, c = (rows[hit] > 0).nonzero(as_tuple=True)
+    flat = hit[r] * rows.shape[-1] + c
+    return torch.unravel_index(flat, x.shape)
 
 
 def tangent_term(x, ux, floor):

@@ -74,7 +74,8 @@ from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from ..distributions import SymmetricLogUniform
-from ._direction import tangent_term, tangent_uniform
+from ._direction import tangent_projection, tangent_uniform
+from ._rotated_output import rotated_output
 
 __all__ = ["PHI_MODES", "DirMagConv2d", "DirMagLinear", "direction_noise"]
 
@@ -82,6 +83,8 @@ PHI_MODES = ("per_example", "shared", "mean")
 MAGNITUDE_PRIOR_LOW = 1e-30
 MAGNITUDE_PRIOR_HIGH = 1e4
 HALF_PI = 0.5 * math.pi
+# floor on ||x_perp||^2 in the per-example direction term of dense layers
+_PERP_FLOOR = 1e-12
 
 
 def sample_per_example(name, fn, infer=None):
@@ -215,12 +218,14 @@ class _DirMagLayer(PyroModule):
         return p
 
     def _angle_prior(self, v):
+        # Constant, valid parameters, and log_prob is -inf outside [0, pi/2] anyway: the
+        # per-value support check (as costly as the density itself on batch x units
+        # copies) is skipped.
         zero = torch.zeros((), dtype=v.dtype, device=v.device)
-        return dist.Uniform(zero, zero + HALF_PI)
+        return dist.Uniform(zero, zero + HALF_PI, validate_args=False)
 
-    def _direction_term(self, x, u, s):
-        if self.phi == "per_example":
-            return self._per_example_term(x, u, s)
+    def _direction_term(self, x, u):
+        r""":math:`\Phi x` for the shared :math:`\Phi` of this call (or of the cache)."""
         if self._phi_cache is not None and "phi" in self._phi_cache:
             phi = self._phi_cache["phi"]
         else:
@@ -244,33 +249,44 @@ class _DirMagLayer(PyroModule):
             g = self._sample("magnitude", self._magnitude_prior(v))
         else:
             g = self.magnitude
-        cos = sin = None
+        eps = None
         if self.direction_noise:
             eps = self._sample("angle", self._angle_prior(v))
-            cos, sin = eps.cos(), eps.sin()
+        bias = self.bias
         if self.reverse:
             # Units are input features: w[:, i] = g_i (cos eps_i u_i + sin eps_i phi_i), so
             # y = U (x g cos eps) + Phi (x g sin eps), with per-example g and eps.
             xg = x * g
-            if cos is None:
+            if eps is None:
                 y = self._linear(xg, u)
             elif self.phi == "mean":
-                y = self._linear(xg * cos, u)
+                y = self._linear(xg * eps.cos(), u)
             else:
-                y = self._linear(xg * cos, u) + self._direction_term(xg * sin, u, None)
+                y = self._linear(xg * eps.cos(), u) + self._direction_term(xg * eps.sin(), u)
         else:
             s = self._linear(x, u)
-            if cos is not None:
+            if eps is not None and self.phi == "per_example":
+                return self._per_example_output(x, u, s, g, eps, bias)
+            if eps is not None:
+                cos = self._unit_view(eps.cos())
                 if self.phi == "mean":
-                    s = self._unit_view(cos) * s
+                    s = cos * s
                 else:
-                    r = self._direction_term(x, u, s)
-                    s = self._unit_view(cos) * s + self._unit_view(sin) * r
+                    s = cos * s + self._unit_view(eps.sin()) * self._direction_term(x, u)
             y = self._unit_view(g) * s
-        bias = self.bias
         if bias is not None:
-            y = y + bias.reshape((-1,) + (1,) * (self._ndim - 2))
+            y = y + self._bias_view(bias)
         return y
+
+    def _bias_view(self, bias):
+        return bias.reshape((-1,) + (1,) * (self._ndim - 2))
+
+    def _per_example_output(self, x, u, s, g, eps, bias):
+        r""":math:`g(\cos\epsilon\, s + \sin\epsilon\, \phi \cdot x) + b` with an independent
+        :math:`\phi` per example (the generic form; dense layers fuse it)."""
+        r = self._per_example_term(x, u, s)
+        y = self._unit_view(g) * (self._unit_view(eps.cos()) * s + self._unit_view(eps.sin()) * r)
+        return y if bias is None else y + self._bias_view(bias)
 
     def weight_from(self, magnitude, angle=None, phi=None):
         r"""
@@ -372,10 +388,13 @@ class DirMagLinear(_DirMagLayer):
     def _linear(self, x, weight):
         return F.linear(x, weight)
 
-    def _per_example_term(self, x, u, s):
-        # phi_j . x = ||x_perp_j|| t (MATH.md section 5). The floor keeps the square
-        # root's gradient finite where x is parallel to u_j.
-        return tangent_term(x, s, floor=1e-12)
+    def _per_example_output(self, x, u, s, g, eps, bias):
+        # phi_j . x = ||x_perp_j|| t (MATH.md section 5), the whole output as one autograd
+        # node (pyro_dirmag.nn._rotated_output): the dense layers' training-step hot spot.
+        # The floor keeps the square root's gradient finite where x is parallel to u_j.
+        t = tangent_projection(self.in_features, s.shape, dtype=s.dtype, device=s.device)
+        xsq = x.square().sum(-1, keepdim=True)
+        return rotated_output(s, xsq, g, eps, t, bias, floor=_PERP_FLOOR)
 
     def _check_input(self, x, v):
         self._check_dtype(x, v)

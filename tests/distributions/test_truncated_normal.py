@@ -16,6 +16,7 @@ import scipy.stats
 import torch
 from pyro.distributions.testing.gof import auto_goodness_of_fit, unif01_goodness_of_fit
 
+import pyro_dirmag.distributions.truncated_normal as tn_module
 from pyro_dirmag.distributions import TruncatedNormal
 
 INF = math.inf
@@ -589,3 +590,54 @@ def test_angle_posterior_entropy_closed_form_and_quadrature(dtype):
     d, _, _ = _angle_law(locs[:3], scales[:3], dtype)
     torch.testing.assert_close(d.entropy(), d._entropy_quad(), rtol=0, atol=tol)
     assert d.expand((4, 3)).entropy().shape == (4, 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_near_mode_backward_matches_log_space_path(dtype, monkeypatch):
+    # Draws from laws reaching within _FAST_REACH of their mode take their gradients from
+    # four batch sums; the same draws through the general log-space Jacobians must agree.
+    gen = torch.Generator().manual_seed(3)
+    units = 40
+    loc = torch.linspace(-0.2, 1.9, units, dtype=dtype)  # straddling, and c up to ~3
+    scale = torch.rand(units, generator=gen, dtype=dtype) * 0.3 + 0.07
+    low = torch.zeros(units, dtype=dtype)
+    high = torch.full((units,), HALF_PI, dtype=dtype)
+    low[:5] = -INF  # one-sided laws too
+    high[5:10] = INF
+    weights = torch.randn(500, units, generator=gen, dtype=dtype)
+
+    def grads(reach):
+        monkeypatch.setattr(tn_module, "_FAST_REACH", reach)
+        params = [t.clone().requires_grad_() for t in (loc, scale, low, high)]
+        torch.manual_seed(1)
+        x = TruncatedNormal(*params).expand((500, units)).rsample()
+        (x * weights).sum().backward()
+        # the scale of each sum: sum |weight| times the largest Jacobian (<= 1, or |z|)
+        return x, [p.grad for p in params]
+
+    x_fast, g_fast = grads(5.0)
+    x_slow, g_slow = grads(-1.0)  # no law qualifies: the general path
+    assert torch.equal(x_fast, x_slow)
+    size = weights.abs().sum(0) * 10
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for fast, slow in zip(g_fast, g_slow, strict=True):
+        assert ((fast - slow).abs() / size).max() < tol
+
+
+def test_near_mode_backward_is_taken_only_near_the_mode(monkeypatch):
+    calls = []
+    original = TruncatedNormal._near_mode_backward
+    monkeypatch.setattr(
+        TruncatedNormal,
+        "_near_mode_backward",
+        staticmethod(lambda *a: calls.append(1) or original(*a)),
+    )
+    loc = torch.tensor([0.3, 0.5], requires_grad=True)
+    d = TruncatedNormal(loc, torch.tensor(0.1), torch.tensor(0.0), torch.tensor(HALF_PI))
+    d.expand((10, 2)).rsample().sum().backward()
+    assert calls == [1]
+    far = torch.tensor([0.3, -0.6], requires_grad=True)  # second law: c = 6 > 5
+    d = TruncatedNormal(far, torch.tensor(0.1), torch.tensor(0.0), torch.tensor(HALF_PI))
+    d.expand((10, 2)).rsample().sum().backward()
+    assert calls == [1]
+    assert torch.isfinite(far.grad).all()

@@ -218,7 +218,7 @@ def test_gamma_sampler(a):
         gamma_marsaglia_tsang(0.0, (3,))
 
 
-@pytest.mark.parametrize("n", [2, 3, 5, 50, 784])
+@pytest.mark.parametrize("n", [2, 3, 5, 6, 7, 50, 784])
 def test_tangent_projection_law(n):
     # t = phi . e for phi uniform on the tangent sphere; reference: explicit phi.
     torch.manual_seed(0)
@@ -245,7 +245,7 @@ def test_tangent_uniform_is_tangent_and_unit():
     assert (phi.norm(dim=-1) - 1).abs().max() < 1e-12
 
 
-@pytest.mark.parametrize("n", [3, 20])
+@pytest.mark.parametrize("n", [3, 20, 50])
 def test_linear_direction_term_law(n):
     # The one-matmul identity (per-example phi) against explicit per-example phi.
     torch.manual_seed(1)
@@ -255,7 +255,10 @@ def test_linear_direction_term_law(n):
         u = layer.directions()
         s = x @ u.T
         xs = x.expand(20000, n)
-        fast = layer._per_example_term(xs, u, s.expand(20000, 1))[:, 0]
+        # g = 1, eps = pi/2: the output is phi . x
+        ones = torch.ones(20000, 1, dtype=torch.float64)
+        fast = layer._per_example_output(xs, u, s.expand(20000, 1), ones, ones * math.pi / 2, None)
+        fast = fast[:, 0]
         phi = tangent_uniform(u[0], (20000,))
         slow = phi @ x[0]
     assert scipy.stats.ks_2samp(fast.numpy(), slow.numpy()).pvalue > 1e-3
