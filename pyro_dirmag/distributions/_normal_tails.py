@@ -17,6 +17,8 @@ import math
 import numpy as np
 import torch
 
+from .._rare import rare_indices
+
 _LOG_2 = math.log(2.0)
 _SQRT1_2 = math.sqrt(0.5)
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -182,12 +184,11 @@ def ndtri_pair(p, q, small, rmin=None, overwrite=False):
     z.abs_().mul_(-math.sqrt(2.0))
     steps = 2 if double else 1
     if rmin < small:
-        low = r < small
-        if tracing or low.sum() > r.numel() // 8:
-            z = torch.where(low, _asymptotic_root(r), z)
+        idx = None if tracing else rare_indices(r, small, above=False)
+        if tracing or (idx is not None and idx[0].numel() > r.numel() // 8):
+            z = torch.where(r < small, _asymptotic_root(r), z)
             steps += 1
-        else:  # a few: solve them apart, sparing the bulk a Newton step
-            idx = low.nonzero(as_tuple=True)
+        elif idx is not None:  # a few: solve them apart, sparing the bulk a Newton step
             rs = r[idx]
             z[idx] = _newton_phi(_asymptotic_root(rs), rs, steps + 1)
     _newton_phi(z, r, steps, consume_r=overwrite)

@@ -38,7 +38,15 @@ import math
 
 import torch
 
-__all__ = ["gamma_marsaglia_tsang", "tangent_projection", "tangent_term", "tangent_uniform"]
+from .._rare import rare_indices
+
+__all__ = [
+    "gamma_marsaglia_tsang",
+    "tangent_projection",
+    "tangent_term",
+    "tangent_uniform",
+    "unit_directions",
+]
 
 
 def gamma_marsaglia_tsang(concentration, shape, dtype=torch.float32, device=None):
@@ -114,25 +122,10 @@ def _symmetric_power(k, shape, dtype, device):
     log_ratio = torch.log1p(t2.neg()).add_(t2).mul_(k)
     # margin > 0 <=> log U > log ratio: rejected
     margin = torch.rand(shape, dtype=dtype, device=device).log_().sub_(log_ratio)
-    bad = _positive_indices(margin)
+    bad = rare_indices(margin, 0.0)
     if bad is not None:
         t[bad] = _symmetric_power(k, bad[0].shape, dtype, device)
     return t
-
-
-def _positive_indices(x):
-    """Indices of the (rare) positive entries of ``x``, or ``None`` if there are none.
-
-    A float maximum is cheap on CPU and bool masks are not, so rows are screened first
-    and ``nonzero`` runs on the rows that have a positive entry only.
-    """
-    if x.numel() == 0 or not bool(x.max() > 0):
-        return None
-    rows = x.reshape(-1, x.shape[-1]) if x.dim() else x.reshape(1, 1)
-    hit = (rows.amax(-1) > 0).nonzero(as_tuple=True)[0]
-    r, c = (rows[hit] > 0).nonzero(as_tuple=True)
-    flat = hit[r] * rows.shape[-1] + c
-    return torch.unravel_index(flat, x.shape)
 
 
 def tangent_term(x, ux, floor):
@@ -172,3 +165,28 @@ def tangent_uniform(u, sample_shape=()):
     z = torch.randn(torch.Size(sample_shape) + u.shape, dtype=u.dtype, device=u.device)
     z = z - (z * u).sum(-1, keepdim=True) * u
     return z * torch.rsqrt((z * z).sum(-1, keepdim=True))
+
+
+class _Normalize(torch.autograd.Function):
+    r"""``u = v / ||v||`` over ``dims``, with the backward
+    :math:`\bar v = (\bar u - u\, \langle u, \bar u\rangle) / \|v\|`: three passes over
+    the weight where autograd's norm and division take seven."""
+
+    @staticmethod
+    def forward(ctx, v, dims):
+        inv = torch.linalg.vector_norm(v, dim=dims, keepdim=True).reciprocal_()
+        u = v * inv
+        ctx.dims = dims
+        ctx.save_for_backward(u, inv)
+        return u
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, inv = ctx.saved_tensors
+        radial = (grad * u).sum(ctx.dims, keepdim=True)
+        return grad.addcmul(u, radial, value=-1.0).mul_(inv), None
+
+
+def unit_directions(v, dims):
+    """``v / ||v||``, the norm taken over ``dims`` (a tuple), with a short backward."""
+    return _Normalize.apply(v, tuple(dims))

@@ -74,7 +74,7 @@ from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from ..distributions import SymmetricLogUniform
-from ._direction import tangent_projection, tangent_uniform
+from ._direction import tangent_projection, tangent_uniform, unit_directions
 from ._rotated_output import rotated_output
 
 __all__ = ["PHI_MODES", "DirMagConv2d", "DirMagLinear", "direction_noise"]
@@ -198,7 +198,7 @@ class _DirMagLayer(PyroModule):
     def directions(self, v=None):
         """Unit directions :math:`u = v / \\|v\\|` (rows, or columns with ``reverse``)."""
         v = self.v if v is None else v
-        return v / self._norms(v).reshape(self._weight_unit_shape())
+        return unit_directions(v, self._norm_dims())
 
     def _weight_unit_shape(self):
         if self.reverse:

@@ -10,7 +10,12 @@ from pyro.nn import PyroModule
 
 from pyro_dirmag.infer import DirMagGuide
 from pyro_dirmag.nn import DirMagConv2d, DirMagLinear, direction_noise
-from pyro_dirmag.nn._direction import gamma_marsaglia_tsang, tangent_projection, tangent_uniform
+from pyro_dirmag.nn._direction import (
+    gamma_marsaglia_tsang,
+    tangent_projection,
+    tangent_uniform,
+    unit_directions,
+)
 
 
 class _Wrap(PyroModule):
@@ -290,3 +295,13 @@ def test_weight_from_matches_forward():
     w = layer.weight_from(g, eps)
     assert torch.allclose(out, x @ w.T + layer.bias)
     assert math.isclose(layer.phi == "per_example", True)  # restored
+
+
+@pytest.mark.parametrize("dims", [(1,), (0,), (1, 2, 3)])
+def test_unit_directions_gradient(dims):
+    v = torch.randn(4, 3, 2, 2, dtype=torch.float64) if len(dims) == 3 else None
+    v = v if v is not None else torch.randn(5, 3, dtype=torch.float64)
+    v.requires_grad_()
+    u = unit_directions(v, dims)
+    torch.testing.assert_close(u, v / torch.linalg.vector_norm(v, dim=dims, keepdim=True))
+    assert torch.autograd.gradcheck(lambda t: unit_directions(t, dims), (v,))
