@@ -138,8 +138,31 @@ class SymmetricLogUniform(TorchDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        lp = -value.abs().log() - (2 * self._log_ratio).log()
+        a = value.abs()
+        inside = self._all_inside(a)
+        lp = torch.add(a.log(), (2 * self._log_ratio).log()).neg_()
+        if inside:
+            return lp
         return torch.where(self.support.check(value), lp, torch.full_like(lp, -math.inf))
+
+    def _all_inside(self, a):
+        """Whether every ``|value|`` lies in ``[low, high]``, from one min/max pass when the
+        bounds are the same for every law (as for a layer's prior); else ``False``."""
+        low, high = _common_value(self.low), _common_value(self.high)
+        if low is None or high is None or a.numel() == 0:
+            return False
+        a_min, a_max = torch.aminmax(a.detach())
+        return bool(a_min >= low) and bool(a_max <= high)  # False for NaN
+
+    def _validate_sample(self, value):
+        # The support check by one min/max pass where possible (see log_prob); any other
+        # case, and any failure, goes to torch's check and its message.
+        if not torch.is_tensor(value) or not self._all_inside(value.abs()):
+            return super()._validate_sample(value)
+        try:
+            torch.broadcast_shapes(value.shape, self.batch_shape)
+        except RuntimeError:
+            super()._validate_sample(value)
 
     def cdf(self, value):
         if self._validate_args:
@@ -165,3 +188,13 @@ class SymmetricLogUniform(TorchDistribution):
 
     def entropy(self):
         return 0.5 * (self.low.log() + self.high.log()) + (2 * self._log_ratio).log()
+
+
+def _common_value(t):
+    """The value shared by every element of ``t`` if it is a scalar or a broadcast
+    (stride-0) view of one, else ``None``."""
+    if torch._C._get_tracing_state() is not None:
+        return None
+    if t.numel() == 1 or all(stride == 0 for stride in t.stride()):
+        return t.reshape(-1)[0].detach() if t.numel() else None
+    return None

@@ -371,7 +371,7 @@ class TruncatedNormal(TorchDistribution):
         # values fewer than selecting per value, and no mask when every value is inside.
         base = torch.where(p.flip, p.low_f, torch.where(p.left, p.high_f, p.loc))
         zc = (value - base).div_(p.scale)
-        lp = torch.add(zc, 2 * p.c).mul_(zc).mul_(-0.5).sub_(p.s + torch.log(p.scale))
+        lp = torch.addcmul(-(p.s + torch.log(p.scale)), zc, zc + 2 * p.c, value=-0.5)
         if _inside(value, p.low, p.high):
             return lp
         return torch.where((value < p.low) | (value > p.high), -math.inf, lp)

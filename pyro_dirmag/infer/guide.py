@@ -58,6 +58,7 @@ __all__ = ["LOG_ALPHA_MAX", "LOG_ALPHA_MIN", "DirMagGuide"]
 LOG_ALPHA_MIN = -10.0
 LOG_ALPHA_MAX = 10.0
 HALF_PI = 0.5 * math.pi
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _KINDS = ("magnitude", "angle")
 # Floor on |m| in the clipping bounds: a unit with |m| below it is dead anyway, and the
 # floor keeps the posterior scale a normal float32 number (whose square does not
@@ -201,7 +202,7 @@ class DirMagGuide(AutoGuide):
             raise KeyError(f"unknown DirMag site {name!r}; known: {list(self._sites)}")
         if self._sites[name] == "magnitude":
             loc, scale = self._magnitude_params(name)
-            return dist.Normal(loc, scale).to_event(1)
+            return _MagnitudeNormal(loc, scale).to_event(1)
         mu = deep_getattr(self.angle_loc, name)
         sigma = deep_getattr(self.angle_scale, name)
         zero = torch.zeros((), dtype=mu.dtype, device=mu.device)
@@ -264,6 +265,17 @@ class DirMagGuide(AutoGuide):
         """One global draw of every site (one network): ``{name: (units,) tensor}``."""
         self._require_setup()
         return {name: self.posterior(name).sample() for name in self._sites}
+
+
+class _MagnitudeNormal(dist.Normal):
+    """``Normal`` with a three-pass ``log_prob`` (torch's takes six): the magnitude
+    posterior is scored on ``batch x units`` per-example copies every step."""
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        z = (value - self.loc) / self.scale
+        return torch.addcmul(-(self.scale.log() + _LOG_SQRT_2PI), z, z, value=-0.5)
 
 
 def _log_abs(m):

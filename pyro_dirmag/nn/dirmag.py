@@ -108,6 +108,27 @@ def sample_per_example(name, fn, infer=None):
         return pyro.sample(name, fn, infer=infer or {})
 
 
+class _AngleUniform(dist.Uniform):
+    """``Uniform`` whose ``log_prob`` on values all inside ``[low, high)`` of scalar bounds
+    is a broadcast constant (one min/max pass over the values, none per value): the angle
+    prior is scored on ``batch x units`` copies every step."""
+
+    def log_prob(self, value):
+        low, high = self.low.reshape(-1)[:1], self.high.reshape(-1)[:1]
+        scalar = all(t.numel() == 1 or 0 in t.stride() for t in (self.low, self.high))
+        if (
+            scalar
+            and not self._validate_args
+            and value.numel()
+            and torch._C._get_tracing_state() is None
+        ):
+            v_min, v_max = torch.aminmax(value.detach())
+            if bool(v_min >= low) and bool(v_max < high):
+                shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+                return (-(high - low).log()).reshape(()).expand(shape)
+        return super().log_prob(value)
+
+
 class _DirMagLayer(PyroModule):
     """The maths shared by every DirMag layer; subclasses supply the linear map."""
 
@@ -222,7 +243,7 @@ class _DirMagLayer(PyroModule):
         # per-value support check (as costly as the density itself on batch x units
         # copies) is skipped.
         zero = torch.zeros((), dtype=v.dtype, device=v.device)
-        return dist.Uniform(zero, zero + HALF_PI, validate_args=False)
+        return _AngleUniform(zero, zero + HALF_PI, validate_args=False)
 
     def _direction_term(self, x, u):
         r""":math:`\Phi x` for the shared :math:`\Phi` of this call (or of the cache)."""
