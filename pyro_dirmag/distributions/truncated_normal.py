@@ -140,10 +140,15 @@ def _finite_scalars(low, high):
 
 def _straddles(loc, low, high):
     """Whether the bounds are finite scalars and every law's mode lies between them."""
-    if loc.numel() == 0 or not _finite_scalars(low, high):
+    return _finite_scalars(low, high) and _modes_inside(loc, low, high)
+
+
+def _modes_inside(loc, low, high):
+    """Whether every ``loc`` lies in ``[low, high]`` (scalar bounds)."""
+    if loc.numel() == 0:
         return False
     loc_min, loc_max = loc.detach().aminmax()
-    return bool(loc_min >= low.detach()) and bool(loc_max <= high.detach())  # False for NaN
+    return bool((loc_min >= low.detach()) & (loc_max <= high.detach()))  # False for NaN
 
 
 def _inside(value, low, high):
@@ -281,11 +286,12 @@ class TruncatedNormal(TorchDistribution):
         loc, scale, low, high = self._params()
         if detach:
             loc, scale, low, high = loc.detach(), scale.detach(), low.detach(), high.detach()
-        if _straddles(loc, low, high):
-            return self._std_straddling(loc, scale, low, high)
-        p = self._std_one_sided(loc, scale, low, high)
-        if p is not None:
-            return p
+        if _finite_scalars(low, high):
+            if _modes_inside(loc, low, high):
+                return self._std_straddling(loc, scale, low, high)
+            p = self._std_one_sided(loc, scale, low, high)
+            if p is not None:
+                return p
         low_inf, high_inf = low == -math.inf, high == math.inf
         low_f = torch.where(low_inf, 0.0, low)
         high_f = torch.where(high_inf, 0.0, high)
@@ -323,17 +329,16 @@ class TruncatedNormal(TorchDistribution):
 
     @staticmethod
     def _std_one_sided(loc, scale, low, high):
-        """``_std`` for finite scalar bounds when every law's interval is at least one
-        standard deviation wide and reaches within ``_FAST_REACH`` of its mode, some from
-        one side (e.g. angle posteriors with a negative ``mu``); ``None`` otherwise.
+        """``_std`` for finite scalar bounds (the caller checks) when every law's interval is
+        at least one standard deviation wide and reaches within ``_FAST_REACH`` of its
+        mode, some from one side (e.g. angle posteriors with a negative ``mu``); ``None``
+        otherwise.
 
         Mirrored to the left of 0, ``Z = (erfc(-y/sqrt2) - erfc(-x/sqrt2))/2`` for the
         one-sided laws: with ``|c| <= 5`` nothing underflows, and a width of one standard
         deviation keeps the second term below ``e^-1/2`` of the first, so the difference
         loses under 2 bits (the general path's erfcx series is for the deep tails).
         """
-        if not _finite_scalars(low, high):
-            return None
         alpha = torch.sub(low, loc).div_(scale)
         beta = torch.sub(high, loc).div_(scale)
         width = (high - low) / scale
@@ -678,6 +683,13 @@ class TruncatedNormal(TorchDistribution):
             b_phi = p.beta * torch.exp(-0.5 * p.beta * p.beta)
             ratio = (a_phi - b_phi) * torch.exp(-p.s) * 0.5
             return self._full(ratio + p.s + torch.log(scale) + 0.5)
+        if _finite_scalars(low, high):
+            with torch.no_grad():
+                alpha, beta = (low - loc) / scale, (high - loc) / scale
+                near = torch.maximum(alpha, -beta).clamp(min=0.0)
+                closed = bool(((near <= _CF_REACH) & ((high - low) / scale >= _CF_WIDTH)).all())
+            if closed:
+                return self._full(self._entropy_cf_finite(loc, scale, low, high))
         with torch.no_grad():
             loc, scale, low, high = self._params()
             alpha, beta = (low - loc) / scale, (high - loc) / scale
@@ -690,6 +702,22 @@ class TruncatedNormal(TorchDistribution):
         # H = log I0 + E[c t + t^2/2] + log scale, from p(t) = exp(-c t - t^2/2) / I0.
         p, mean, var, i0 = self._moments()
         return torch.log(i0) + p.c * mean + 0.5 * (var + mean.square()) + torch.log(p.scale)
+
+    @staticmethod
+    def _entropy_cf_finite(loc, scale, low, high):
+        """:meth:`_entropy_cf` for finite bounds, every law in its regime: the same float64
+        formula in the mirrored frame, without the stand-ins for infinite bounds."""
+        dtype = loc.dtype
+        loc, scale, low, high = loc.double(), scale.double(), low.double(), high.double()
+        alpha, beta = (low - loc) / scale, (high - loc) / scale
+        flip = alpha > 0
+        lo, hi = torch.where(flip, -beta, alpha), torch.where(flip, -alpha, beta)
+        log_lo, log_hi = torch.special.log_ndtr(lo), torch.special.log_ndtr(hi)
+        log_z = log_hi + torch.log(-torch.expm1(log_lo - log_hi))
+        t_lo = lo * torch.exp(-0.5 * lo * lo - _LOG_SQRT_2PI - log_z)
+        t_hi = hi * torch.exp(-0.5 * hi * hi - _LOG_SQRT_2PI - log_z)
+        h = 0.5 + _LOG_SQRT_2PI + torch.log(scale) + log_z + 0.5 * (t_lo - t_hi)
+        return h.to(dtype)
 
     def _entropy_cf(self, closed):
         r"""The closed form, valid (finite, with finite gradients) where ``closed``.

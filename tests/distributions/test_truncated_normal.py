@@ -690,3 +690,19 @@ def test_one_sided_near_laws_match_general_path(dtype, monkeypatch):
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     for a, b in zip(fast + list(fast_grads), slow + list(slow_grads), strict=True):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_entropy_finite_bounds_matches_general_closed_form(dtype):
+    # one-sided and straddling laws within the closed form's regime, finite bounds
+    locs = [-0.1, 1.7, -0.0005, 0.4, 1.8, -0.02, -0.5]
+    scales = [0.05, 0.1, 0.3, 0.2, 0.4, 1.0, 0.2]
+    d, loc, scale = _angle_law(locs, scales, dtype, requires_grad=True)
+    closed = torch.ones(len(locs), dtype=torch.bool)
+    fast = TruncatedNormal._entropy_cf_finite(*d._params())
+    slow = d._entropy_cf(closed)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-14 if dtype == torch.float64 else 1e-6)
+    torch.testing.assert_close(d.entropy(), d._entropy_quad(), rtol=0, atol=1e-5)
+    g_fast = torch.autograd.grad(fast.sum(), [loc, scale])
+    g_slow = torch.autograd.grad(d._entropy_quad().sum(), [loc, scale])
+    torch.testing.assert_close(g_fast, g_slow, rtol=1e-3, atol=1e-3)
