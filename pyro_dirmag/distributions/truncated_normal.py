@@ -515,7 +515,12 @@ class TruncatedNormal(TorchDistribution):
             z[idx] = torch.where(use_p, zr, -zr)
         step, base = _scalar(torch.where(p.flip, -p.scale, p.scale)), _scalar(p.loc)
         if keep_std:
-            return z * step + base, z
+            # (x may be z itself for a standard law: its clamp then applies to both alike)
+            if not torch.is_tensor(step) and step == 1.0:
+                x = z if not torch.is_tensor(base) and base == 0.0 else z + base
+            else:
+                x = torch.mul(z, step).add_(base)
+            return x, z
         # (a unit scale or zero shift of a scalar law is an identity: spare the pass)
         if torch.is_tensor(step) or step != 1.0:
             z.mul_(step)
