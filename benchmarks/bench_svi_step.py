@@ -5,6 +5,7 @@ rounds, medians) so that the ratios are comparable on a loaded machine.
 
     python benchmarks/bench_svi_step.py            # LeNet-300-100 @100, @1000, LeNet5 @100
     python benchmarks/bench_svi_step.py --profile  # plus where the SVI step's time goes
+    python benchmarks/bench_svi_step.py --breakdown  # LeNet-300-100 @1000 by phase only
 
 Anchor (issue 3): TyXe's local reparameterization measured 8.7x (batch 100) and 3.4x
 (batch 1000) a plain step; target <= 8x and <= 3x for LeNet-300-100.
@@ -13,6 +14,7 @@ Anchor (issue 3): TyXe's local reparameterization measured 8.7x (batch 100) and 
 import argparse
 import cProfile
 import io
+import math
 import pstats
 import statistics
 import time
@@ -20,6 +22,7 @@ import time
 import pyro
 import torch
 import torch.nn.functional as F
+from pyro import poutine
 from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import ClippedAdam
 
@@ -63,9 +66,16 @@ def main():
     parser.add_argument("--steps", type=int, default=10, help="steps per round")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="only LeNet-300-100 at batch 1000, one DirMagELBO step split into phases",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pyro.set_rng_seed(0)
+    if args.breakdown:
+        return breakdown(args.rounds * args.steps)
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds x "
         f"{args.steps} steps, medians of per-round means"
@@ -105,6 +115,48 @@ def main():
             s = io.StringIO()
             pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(30)
             print(s.getvalue())
+
+
+def breakdown(steps, batch=1000):
+    """Best-of-``steps`` times of the phases of one DirMagELBO step on LeNet-300-100,
+    next to a plain step and to the random draws alone (the floor of exact sampling)."""
+    x = torch.randn(batch, 784)
+    y = torch.randint(0, 10, (batch,))
+    plain = plain_step_fn("lenet300", x, y)
+    pyro.clear_param_store()
+    model = dirmag_model("lenet300", 60000)
+    guide = DirMagGuide(model)
+    optim = ClippedAdam({"lr": 1e-3})
+    svi = SVI(model, guide, optim, DirMagELBO())
+    elbo = DirMagELBO()
+    svi.step(x, y)
+    params = list(pyro.get_param_store().values())
+
+    def draws():  # per (example, unit): g (normal), eps (uniform), t (normal + uniform)
+        for units in (300, 100, 10):
+            torch.randn(batch, units), torch.rand(batch, units)
+            torch.randn(batch, units), torch.rand(batch, units)
+
+    phases = {
+        "plain weight-normalized step": plain,
+        "random draws only (4 per example and unit)": draws,
+        "guide (posteriors, g and eps draws)": lambda: poutine.trace(guide).get_trace(x, y),
+        "guide + model (t draws, layers)": lambda: elbo._get_trace(model, guide, (x, y), {}),
+        "loss (guide + model + KL)": lambda: elbo.differentiable_loss(model, guide, x, y),
+        "loss + backward": lambda: elbo.differentiable_loss(model, guide, x, y).backward(),
+        "whole SVI step (+ ClippedAdam)": lambda: svi.step(x, y),
+    }
+    best = dict.fromkeys(phases, math.inf)
+    for _ in range(steps):
+        for name, fn in phases.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+            for p in params:
+                p.grad = None
+    print(f"LeNet-300-100, batch {batch}, DirMagELBO, best of {steps} interleaved runs (ms)")
+    for name, t in best.items():
+        print(f"  {name:<46}{1e3 * t:8.2f}")
 
 
 if __name__ == "__main__":
