@@ -11,7 +11,8 @@ with :math:`\phi_j` uniform on the unit sphere of the tangent space at :math:`u_
   for a dense layer (MATH.md section 5), so that every example gets its own
   :math:`\phi` at the cost of a few elementwise operations;
 * :func:`tangent_term`: :math:`\phi_{ij} \cdot x_i = \|x_{i\perp j}\|\, t_{ij}` from
-  those draws, the one-matmul identity used by the dense DirMag and noisy layers.
+  those draws, the one-matmul identity of the noisy layers (the dense DirMag layers
+  evaluate it inside :func:`~pyro_dirmag.nn._rotated_output.rotated_output`).
 
 The law of :math:`t`: in the :math:`(n-1)`-dimensional tangent space, :math:`\phi`
 is :math:`z / \|z\|` with :math:`z` standard normal, so its coordinate along the fixed
@@ -24,10 +25,10 @@ unit vector :math:`x_\perp / \|x_\perp\|` is
 
 equivalently :math:`t = 2B - 1` with :math:`B \sim \mathrm{Beta}((n-2)/2, (n-2)/2)`, i.e.
 the density :math:`\propto (1 - t^2)^k` on :math:`[-1, 1]` with :math:`k = (n - 4)/2`.
-Every random variate costs 5-7 ns on this CPU (more than the rest of a dense layer's
-noise per draw), so for :math:`k \ge 1` (:math:`n \ge 6`) :math:`t` is drawn by
-rejection from :math:`\mathcal{N}(0, 1/(2k))`: :math:`(1-t^2)^k \le e^{-k t^2}` makes the
-proposal an envelope with ratio :math:`\exp(k(\log(1 - t^2) + t^2)) \le 1`, accepted with
+Every random variate costs 5-7 ns on this CPU, as much as ten elementwise passes, so
+for :math:`k \ge 1` (:math:`n \ge 6`) :math:`t` is drawn by rejection from
+:math:`\mathcal{N}(0, 1/(2k))`: :math:`(1-t^2)^k \le e^{-k t^2}` makes the proposal an
+envelope with ratio :math:`\exp(k(\log(1 - t^2) + t^2)) \le 1`, accepted with
 probability :math:`\mathrm{B}(1/2, k + 1)\sqrt{k/\pi} \approx 1 - 3/(8k)` (99.9% for
 :math:`n = 784`, 75% at :math:`k = 1`): two variates a draw, and rejected draws are
 redrawn, never truncated. Smaller :math:`n` use :math:`C = 2\,\Gamma((n-2)/2)` drawn with
