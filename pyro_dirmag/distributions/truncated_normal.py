@@ -112,7 +112,7 @@ class _ImplicitICDF(torch.autograd.Function):
         x, u, w, offset, z, *params = ctx.saved_tensors
         need = ctx.needs_input_grad
         if ctx.near_mode:
-            grad_u, grads = None, TruncatedNormal._near_mode_backward(ctx.p, grad, z, u)
+            grad_u, grads = None, TruncatedNormal._near_mode_backward(ctx.p, grad, z, u, w)
         else:
             grad_u, *grads = TruncatedNormal._icdf_backward(
                 ctx.p, grad, x, u, w, offset, ctx.reflected, need[0], need[3:]
@@ -549,40 +549,42 @@ class TruncatedNormal(TorchDistribution):
         return torch.mul(delta, step).add_(base), delta
 
     @staticmethod
-    def _near_mode_backward(p, grad, z, v):
+    def _near_mode_backward(p, grad, z, v, w):
         r"""Parameter gradients of draws from laws reaching within ``_FAST_REACH`` of
         their mode, summed onto the law's shape: four batch sums per law.
 
-        ``z`` is the standardized root in the reflected frame and ``v`` its cdf there.
-        The Jacobians of ``_icdf_backward`` factor as
-        :math:`J_\mathrm{low} = (1 - F)\, a\, e` and :math:`J_\mathrm{high} = F\, b\, e`
-        with the per-draw :math:`e = \phi(c)/\phi(z) = \exp((z^2 - c^2)/2)` and the per-law
+        ``z`` is the standardized root in the reflected frame, ``v`` its cdf there and
+        ``w = 1 - v`` (both exact, from the uniform draw). The Jacobians of
+        ``_icdf_backward`` factor as :math:`J_\mathrm{low} = (1 - F)\, a\, e` and
+        :math:`J_\mathrm{high} = F\, b\, e` with the per-draw
+        :math:`e = \phi(c)/\phi(z) = \exp((z^2 - c^2)/2)` and the per-law
         :math:`a = \phi(\alpha)/\phi(c)`, :math:`b = \phi(\beta)/\phi(c)`, ``c`` the point of
-        the interval nearest 0, so only :math:`\sum g`, :math:`\sum g z`, :math:`\sum g e`
-        and :math:`\sum g e v` are taken over the draws (``F`` is ``v`` or ``1 - v`` per law,
+        the interval nearest 0, so only :math:`\sum g`, :math:`\sum g z`, :math:`\sum g e v`
+        and :math:`\sum g e w` are taken over the draws (``F`` is ``v`` or ``w`` per law,
         and ``z`` changes sign, with the reflection). ``e`` cannot overflow: sampled ``z``
-        lie within ``-log(u_min)/|c|`` (or 9 when ``c = 0``) of ``c``. ``1 - J`` is formed
-        by subtraction, which costs at most ``c^2 <= 25`` ulps relative to the Jacobian's
-        own size, the price of skipping the log-space path.
+        lie within ``-log(u_min)/|c|`` (or 9 when ``c = 0``) of ``c``; where ``e`` is large
+        the factor ``v`` or ``w`` beside it is small and exact, so each product keeps its
+        relative precision. ``1 - J_low - J_high`` is formed by subtraction of the sums,
+        which costs at most ``c^2 <= 25`` ulps relative to the Jacobians' own size, the
+        price of skipping the log-space path.
         """
         shape = p.c.shape
         c2 = p.c * p.c
         e = (z * z).mul_(0.5) if p.straddling else torch.addcmul(-0.5 * c2, z, z, value=0.5)
-        e.exp_()
-        ge = grad * e
-        sum_e = ge.sum_to_size(shape)
-        sum_ev = ge.mul_(v).sum_to_size(shape)
+        ge = e.exp_().mul_(grad)
+        sum_ev = (ge * v).sum_to_size(shape)
+        sum_ew = ge.mul_(w).sum_to_size(shape)
         sum_1 = grad.sum_to_size(shape)
         sum_z = (grad * z).sum_to_size(shape)
         if p.straddling:  # c = 0, finite bounds, nothing reflected
-            sum_f, sum_1mf = sum_ev, sum_e - sum_ev
+            sum_f, sum_1mf = sum_ev, sum_ew
             alpha_f, beta_f = p.alpha, p.beta
             a = torch.exp(-0.5 * alpha_f * alpha_f)
             b = torch.exp(-0.5 * beta_f * beta_f)
         else:
             # back to the original frame: F = 1 - v and z -> -z where the law was reflected
-            sum_f = torch.where(p.flip, sum_e - sum_ev, sum_ev)
-            sum_1mf = torch.where(p.flip, sum_ev, sum_e - sum_ev)
+            sum_f = torch.where(p.flip, sum_ew, sum_ev)
+            sum_1mf = torch.where(p.flip, sum_ev, sum_ew)
             sum_z = torch.where(p.flip, -sum_z, sum_z)
             alpha_f = torch.where(p.low_inf, 0.0, p.alpha)
             beta_f = torch.where(p.high_inf, 0.0, p.beta)
