@@ -136,10 +136,12 @@ class SymmetricLogUniform(TorchDistribution):
         return self.icdf(torch.rand(shape, dtype=self.low.dtype, device=self.low.device))
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
+        if self._validate_args and not torch.is_tensor(value):
+            super()._validate_sample(value)  # torch's error for a non-tensor value
         a = value.abs()
         inside = self._all_inside(a)
+        if self._validate_args:
+            self._validate_sample(value, inside)
         lp = torch.add(a.log(), (2 * self._log_ratio).log()).neg_()
         if inside:
             return lp
@@ -154,10 +156,13 @@ class SymmetricLogUniform(TorchDistribution):
         a_min, a_max = torch.aminmax(a.detach())
         return bool(a_min >= low) and bool(a_max <= high)  # False for NaN
 
-    def _validate_sample(self, value):
-        # The support check by one min/max pass where possible (see log_prob); any other
-        # case, and any failure, goes to torch's check and its message.
-        if not torch.is_tensor(value) or not self._all_inside(value.abs()):
+    def _validate_sample(self, value, inside=None):
+        # The support check by one min/max pass where possible (see log_prob; ``inside``:
+        # its result, if known); any other case, and any failure, goes to torch's check
+        # and its message.
+        if inside is None and torch.is_tensor(value):
+            inside = self._all_inside(value.abs())
+        if not torch.is_tensor(value) or not inside:
             return super()._validate_sample(value)
         try:
             torch.broadcast_shapes(value.shape, self.batch_shape)

@@ -363,13 +363,14 @@ class TruncatedNormal(TorchDistribution):
 
     # ----------------------------------------------------------------- densities
     def log_prob(self, value):
+        inside = None
         if self._validate_args:
-            self._validate_sample(value)
+            inside = self._validate_sample(value)
         p = self._std()
-        return self._full(self._log_prob(p, value), value.shape)
+        return self._full(self._log_prob(p, value, inside), value.shape)
 
     @staticmethod
-    def _log_prob(p, value):
+    def _log_prob(p, value, inside=None):
         # log p = [log phi(z) - log phi(c)] - [log Z - log phi(c)] - log scale, with the
         # first bracket -(z - c)(z + c)/2 and z - c measured from the near bound exactly.
         # Per-law quantities are formed on the compact parameters: two passes over the
@@ -377,21 +378,25 @@ class TruncatedNormal(TorchDistribution):
         base = torch.where(p.flip, p.low_f, torch.where(p.left, p.high_f, p.loc))
         zc = (value - base).div_(p.scale)
         lp = torch.addcmul(-(p.s + torch.log(p.scale)), zc, zc + 2 * p.c, value=-0.5)
-        if _inside(value, p.low, p.high):
+        if inside or (inside is None and _inside(value, p.low, p.high)):
             return lp
         return torch.where((value < p.low) | (value > p.high), -math.inf, lp)
 
     def _validate_sample(self, value):
-        # The support check with one min/max pass when the bounds are scalars (the
-        # generic check compares every value with the broadcast bounds); anything else,
-        # and any failure, goes to torch's check and its error message.
+        """Torch's checks, the support by one min/max pass when the bounds are scalars
+        (the generic check compares every value with the broadcast bounds); anything
+        else, and any failure, goes to torch's check and its error message. Returns
+        whether every value was found inside by the quick pass (``log_prob`` then skips
+        its own)."""
         _, _, low, high = self._params()
         if not torch.is_tensor(value) or not _inside(value, low, high):
-            return super()._validate_sample(value)
+            super()._validate_sample(value)
+            return False
         try:
             torch.broadcast_shapes(value.shape, self.batch_shape)
         except RuntimeError:
             super()._validate_sample(value)
+        return True
 
     def cdf(self, value):
         if self._validate_args:
