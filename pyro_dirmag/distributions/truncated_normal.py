@@ -165,6 +165,64 @@ def _near_mode(p):
     return not _tracing() and bool((p.c.abs() <= _FAST_REACH).all())
 
 
+class _ClosedFormEntropy(torch.autograd.Function):
+    r"""The entropy of truncated normals with finite scalar bounds in the closed form's
+    regime (see ``TruncatedNormal._entropy_cf``), in float64, as one autograd node.
+
+    In the frame mirrored so that ``lo < hi`` and ``lo <= 0``, with
+    :math:`r_\ell = \phi(\ell)/Z`, :math:`r_h = \phi(h)/Z` and :math:`t = \ell r_\ell - h r_h`,
+
+    .. math::
+
+        H = \tfrac12 + \log(\sqrt{2\pi}\,\sigma Z) + \tfrac{t}{2}, \qquad
+        \frac{\partial H}{\partial \ell} = r_\ell\,\frac{t - 1 - \ell^2}{2}, \qquad
+        \frac{\partial H}{\partial h} = r_h\,\frac{1 + h^2 - t}{2},
+
+    and :math:`\partial_\mu H = -(\partial_\alpha H + \partial_\beta H)/\sigma`,
+    :math:`\partial_\sigma H = (1 - \alpha\,\partial_\alpha H - \beta\,\partial_\beta H)/\sigma`,
+    :math:`\partial_\mathrm{low} H = \partial_\alpha H/\sigma`,
+    :math:`\partial_\mathrm{high} H = \partial_\beta H/\sigma`. Autograd through the same
+    formula takes some thirty nodes, a millisecond a step at small batches.
+    """
+
+    @staticmethod
+    def forward(ctx, loc, scale, low, high):
+        dtype = loc.dtype
+        ctx.like = [(t.shape, t.dtype) for t in (loc, scale, low, high)]
+        loc, scale, low, high = (t.double() for t in (loc, scale, low, high))
+        alpha, beta = (low - loc) / scale, (high - loc) / scale
+        flip = alpha > 0
+        lo, hi = torch.where(flip, -beta, alpha), torch.where(flip, -alpha, beta)
+        log_lo, log_hi = torch.special.log_ndtr(lo), torch.special.log_ndtr(hi)
+        log_z = log_hi + torch.log(-torch.expm1(log_lo - log_hi))
+        r_lo = torch.exp(-0.5 * lo * lo - _LOG_SQRT_2PI - log_z)
+        r_hi = torch.exp(-0.5 * hi * hi - _LOG_SQRT_2PI - log_z)
+        t = lo * r_lo - hi * r_hi
+        h = 0.5 + _LOG_SQRT_2PI + torch.log(scale) + log_z + 0.5 * t
+        d_lo = 0.5 * r_lo * (t - 1 - lo * lo)
+        d_hi = 0.5 * r_hi * (1 + hi * hi - t)
+        # mirrored back: lo = -beta, hi = -alpha where flipped
+        d_alpha = torch.where(flip, -d_hi, d_lo)
+        d_beta = torch.where(flip, -d_lo, d_hi)
+        ctx.save_for_backward(alpha, beta, scale, d_alpha, d_beta)
+        return h.to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        alpha, beta, scale, d_alpha, d_beta = ctx.saved_tensors
+        g = grad.double() / scale
+        grads = (
+            -(d_alpha + d_beta) * g,
+            (1 - alpha * d_alpha - beta * d_beta) * g,
+            d_alpha * g,
+            d_beta * g,
+        )
+        return tuple(
+            gr.to(dtype).sum_to_size(shape) if need else None
+            for gr, (shape, dtype), need in zip(grads, ctx.like, ctx.needs_input_grad, strict=True)
+        )
+
+
 class TruncatedNormal(TorchDistribution):
     r"""
     Normal distribution truncated to ``[low, high]``, accurate far into the tails.
@@ -686,22 +744,24 @@ class TruncatedNormal(TorchDistribution):
 
     def entropy(self):
         loc, scale, low, high = self._params()
-        if _straddles(loc, low, high):
-            # H = 1/2 + log(sqrt(2 pi) scale Z) + (alpha phi(alpha) - beta phi(beta)) / (2Z):
-            # both terms of the numerator are <= 0 and Z is a sum of nonnegative terms
-            # here, so the closed form is accurate in the working precision.
-            p = self._std_straddling(loc, scale, low, high)
-            a_phi = p.alpha * torch.exp(-0.5 * p.alpha * p.alpha)
-            b_phi = p.beta * torch.exp(-0.5 * p.beta * p.beta)
-            ratio = (a_phi - b_phi) * torch.exp(-p.s) * 0.5
-            return self._full(ratio + p.s + torch.log(scale) + 0.5)
-        if _finite_scalars(low, high):
+        finite = _finite_scalars(low, high)
+        if finite:
             with torch.no_grad():
                 alpha, beta = (low - loc) / scale, (high - loc) / scale
                 near = torch.maximum(alpha, -beta).clamp(min=0.0)
                 closed = bool(((near <= _CF_REACH) & ((high - low) / scale >= _CF_WIDTH)).all())
             if closed:
-                return self._full(self._entropy_cf_finite(loc, scale, low, high))
+                return self._full(_ClosedFormEntropy.apply(loc, scale, low, high))
+        if finite and _modes_inside(loc, low, high):
+            # H = 1/2 + log(sqrt(2 pi) scale Z) + (alpha phi(alpha) - beta phi(beta)) / (2Z):
+            # both terms of the numerator are <= 0 and Z is a sum of nonnegative terms
+            # here, so the closed form is accurate in the working precision (narrow
+            # intervals, which the float64 form above leaves out, included).
+            p = self._std_straddling(loc, scale, low, high)
+            a_phi = p.alpha * torch.exp(-0.5 * p.alpha * p.alpha)
+            b_phi = p.beta * torch.exp(-0.5 * p.beta * p.beta)
+            ratio = (a_phi - b_phi) * torch.exp(-p.s) * 0.5
+            return self._full(ratio + p.s + torch.log(scale) + 0.5)
         with torch.no_grad():
             loc, scale, low, high = self._params()
             alpha, beta = (low - loc) / scale, (high - loc) / scale
@@ -714,22 +774,6 @@ class TruncatedNormal(TorchDistribution):
         # H = log I0 + E[c t + t^2/2] + log scale, from p(t) = exp(-c t - t^2/2) / I0.
         p, mean, var, i0 = self._moments()
         return torch.log(i0) + p.c * mean + 0.5 * (var + mean.square()) + torch.log(p.scale)
-
-    @staticmethod
-    def _entropy_cf_finite(loc, scale, low, high):
-        """:meth:`_entropy_cf` for finite bounds, every law in its regime: the same float64
-        formula in the mirrored frame, without the stand-ins for infinite bounds."""
-        dtype = loc.dtype
-        loc, scale, low, high = loc.double(), scale.double(), low.double(), high.double()
-        alpha, beta = (low - loc) / scale, (high - loc) / scale
-        flip = alpha > 0
-        lo, hi = torch.where(flip, -beta, alpha), torch.where(flip, -alpha, beta)
-        log_lo, log_hi = torch.special.log_ndtr(lo), torch.special.log_ndtr(hi)
-        log_z = log_hi + torch.log(-torch.expm1(log_lo - log_hi))
-        t_lo = lo * torch.exp(-0.5 * lo * lo - _LOG_SQRT_2PI - log_z)
-        t_hi = hi * torch.exp(-0.5 * hi * hi - _LOG_SQRT_2PI - log_z)
-        h = 0.5 + _LOG_SQRT_2PI + torch.log(scale) + log_z + 0.5 * (t_lo - t_hi)
-        return h.to(dtype)
 
     def _entropy_cf(self, closed):
         r"""The closed form, valid (finite, with finite gradients) where ``closed``.

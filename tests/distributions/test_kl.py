@@ -197,3 +197,23 @@ def test_plane_rotation_kl_not_implemented():
     skewed = TruncatedNormal(t(0.3), t(0.2), t(-math.pi / 2), t(math.pi / 2))
     with pytest.raises(NotImplementedError):
         kl_divergence(PlaneRotation(loc, skewed), p)
+
+
+def test_molchanov_kl_gradients():
+    # the one-node KL against autograd through its formula, and finite differences
+    loc = torch.tensor([1.0, -0.3, 2e-3, 5.0], dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor([0.1, 0.5, 1e-3, 40.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_molchanov_kl, (loc, scale))
+    log_alpha = 2 * (scale.log() - loc.abs().log())
+    ref = 0.63576 - 0.63576 * torch.sigmoid(1.87320 + 1.48695 * log_alpha)
+    ref = ref + 0.5 * torch.nn.functional.softplus(-log_alpha)
+    kl = _molchanov_kl(loc, scale)
+    torch.testing.assert_close(kl, ref)
+    g = torch.autograd.grad(kl.sum(), [loc, scale])
+    g_ref = torch.autograd.grad(ref.sum(), [loc, scale])
+    torch.testing.assert_close(g, g_ref)
+    # m = 0: KL 0 with a zero gradient
+    zero = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    kl0 = _molchanov_kl(zero, torch.ones(1, dtype=torch.float64))
+    (g0,) = torch.autograd.grad(kl0.sum(), [zero])
+    assert kl0.item() == pytest.approx(0.0, abs=1e-12) and g0.item() == 0.0

@@ -694,18 +694,32 @@ def test_one_sided_near_laws_match_general_path(dtype, monkeypatch):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_entropy_finite_bounds_matches_general_closed_form(dtype):
-    # one-sided and straddling laws within the closed form's regime, finite bounds
+    # one-sided and straddling laws within the closed form's regime, finite bounds: the
+    # one-node entropy with hand-written gradients against autograd on the general form
     locs = [-0.1, 1.7, -0.0005, 0.4, 1.8, -0.02, -0.5]
     scales = [0.05, 0.1, 0.3, 0.2, 0.4, 1.0, 0.2]
     d, loc, scale = _angle_law(locs, scales, dtype, requires_grad=True)
     closed = torch.ones(len(locs), dtype=torch.bool)
-    fast = TruncatedNormal._entropy_cf_finite(*d._params())
+    fast = d.entropy()
     slow = d._entropy_cf(closed)
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-14 if dtype == torch.float64 else 1e-6)
-    torch.testing.assert_close(d.entropy(), d._entropy_quad(), rtol=0, atol=1e-5)
-    g_fast = torch.autograd.grad(fast.sum(), [loc, scale])
-    g_slow = torch.autograd.grad(d._entropy_quad().sum(), [loc, scale])
-    torch.testing.assert_close(g_fast, g_slow, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(fast, d._entropy_quad(), rtol=0, atol=1e-5)
+    w = torch.linspace(-1.0, 2.0, len(locs), dtype=dtype)
+    g_fast = torch.autograd.grad((fast * w).sum(), [loc, scale])
+    g_slow = torch.autograd.grad((slow * w).sum(), [loc, scale])
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(g_fast, g_slow, rtol=tol, atol=tol)
+
+
+def test_closed_form_entropy_gradcheck():
+    # all four parameters, float64, against finite differences
+    args = [
+        torch.tensor([-0.1, 0.3, 1.8], dtype=torch.float64, requires_grad=True),
+        torch.tensor([0.05, 0.4, 0.3], dtype=torch.float64, requires_grad=True),
+        torch.tensor(0.0, dtype=torch.float64, requires_grad=True),
+        torch.tensor(HALF_PI, dtype=torch.float64, requires_grad=True),
+    ]
+    assert torch.autograd.gradcheck(tn_module._ClosedFormEntropy.apply, tuple(args))
 
 
 def test_near_mode_backward_keeps_precision_far_from_the_mode(monkeypatch):
