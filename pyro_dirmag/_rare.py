@@ -11,6 +11,9 @@ import torch
 
 __all__ = ["rare_indices"]
 
+# Below this many values a single mask costs less than the per-row screening.
+_SMALL = 1 << 16
+
 
 def rare_indices(x, bound, above=True):
     """
@@ -23,7 +26,10 @@ def rare_indices(x, bound, above=True):
     """
     if x.numel() == 0:
         return None
-    rows = x.reshape(-1, x.shape[-1]) if x.dim() else x.reshape(1, 1)
+    if x.numel() <= _SMALL or x.dim() < 2:  # one mask is cheaper than screening
+        found = ((x > bound) if above else (x < bound)).nonzero(as_tuple=True)
+        return found if found[0].numel() else None
+    rows = x.reshape(-1, x.shape[-1])
     if above:
         hit = (rows.amax(-1) > bound).nonzero(as_tuple=True)[0]
     else:
@@ -32,4 +38,6 @@ def rare_indices(x, bound, above=True):
         return None
     sub = rows[hit]
     r, c = ((sub > bound) if above else (sub < bound)).nonzero(as_tuple=True)
+    if x.dim() == 2:
+        return hit[r], c
     return torch.unravel_index(hit[r] * rows.shape[-1] + c, x.shape)
