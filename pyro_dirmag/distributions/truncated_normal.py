@@ -362,6 +362,7 @@ class TruncatedNormal(TorchDistribution):
             low_inf=low_inf, high_inf=high_inf, alpha=alpha, beta=beta, width=width,
             flip=alpha > 0, left=left, s=s, c=c, d=d,
             log_z=s - 0.5 * c * c - 0.5 * math.log(2 * math.pi), straddling=False,
+            finite=False,
         )  # fmt: skip
 
     @staticmethod
@@ -382,7 +383,7 @@ class TruncatedNormal(TorchDistribution):
             loc=loc, scale=scale, low=low, high=high, low_f=low, high_f=high,
             low_inf=no, high_inf=no, alpha=alpha, beta=beta, width=(high - low) / scale,
             flip=zero > 0, left=zero > 0, s=s, c=zero, d=torch.full_like(s, -math.inf),
-            log_z=s - _LOG_SQRT_2PI, straddling=True,
+            log_z=s - _LOG_SQRT_2PI, straddling=True, finite=True,
         )  # fmt: skip
 
     @staticmethod
@@ -416,7 +417,7 @@ class TruncatedNormal(TorchDistribution):
             loc=loc, scale=scale, low=low, high=high, low_f=low, high_f=high,
             low_inf=no, high_inf=no, alpha=alpha, beta=beta, width=width,
             flip=right, left=left, s=s, c=c, d=torch.full_like(s, -math.inf),
-            log_z=log_mass, straddling=False,
+            log_z=log_mass, straddling=False, finite=True,
         )  # fmt: skip
 
     # ----------------------------------------------------------------- densities
@@ -649,10 +650,15 @@ class TruncatedNormal(TorchDistribution):
             sum_f = torch.where(p.flip, sum_ew, sum_ev)
             sum_1mf = torch.where(p.flip, sum_ev, sum_ew)
             sum_z = torch.where(p.flip, -sum_z, sum_z)
-            alpha_f = torch.where(p.low_inf, 0.0, p.alpha)
-            beta_f = torch.where(p.high_inf, 0.0, p.beta)
-            a = torch.where(p.low_inf, 0.0, torch.exp(0.5 * (c2 - alpha_f * alpha_f)))
-            b = torch.where(p.high_inf, 0.0, torch.exp(0.5 * (c2 - beta_f * beta_f)))
+            if p.finite:
+                alpha_f, beta_f = p.alpha, p.beta
+                a = torch.exp(0.5 * (c2 - alpha_f * alpha_f))
+                b = torch.exp(0.5 * (c2 - beta_f * beta_f))
+            else:
+                alpha_f = torch.where(p.low_inf, 0.0, p.alpha)
+                beta_f = torch.where(p.high_inf, 0.0, p.beta)
+                a = torch.where(p.low_inf, 0.0, torch.exp(0.5 * (c2 - alpha_f * alpha_f)))
+                b = torch.where(p.high_inf, 0.0, torch.exp(0.5 * (c2 - beta_f * beta_f)))
         g_low = a * sum_1mf
         g_high = b * sum_f
         g_loc = sum_1 - g_low - g_high
