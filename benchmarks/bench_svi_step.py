@@ -54,10 +54,13 @@ def svi_step_fn(name, x, y, elbo=TraceMeanField_ELBO, **layer_kwargs):
 
 
 def timed(fn, steps):
-    start = time.perf_counter()
+    """Seconds of each of ``steps`` calls."""
+    out = []
     for _ in range(steps):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / steps
+        out.append(time.perf_counter() - start)
+    return out
 
 
 def main():
@@ -78,7 +81,7 @@ def main():
         return breakdown(args.rounds * args.steps)
     print(
         f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds x "
-        f"{args.steps} steps, medians of per-round means"
+        f"{args.steps} steps, median step times"
     )
     cols = {
         "meanfield": "TraceMeanField_ELBO",
@@ -98,10 +101,10 @@ def main():
         }
         times = {k: [] for k in fns}
         for fn in fns.values():
-            timed(fn, 2)  # warm up
+            timed(fn, 5)  # warm up: a model's first steps run slower
         for _ in range(args.rounds):
             for k, fn in fns.items():
-                times[k].append(timed(fn, args.steps))
+                times[k].extend(timed(fn, args.steps))
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
         line = f"{name:<9}{batch:>6}{med['plain']:>8.2f}"
         for c in cols:
