@@ -138,11 +138,6 @@ def _finite_scalars(low, high):
     return math.isfinite(low.detach().item()) and math.isfinite(high.detach().item())
 
 
-def _straddles(loc, low, high):
-    """Whether the bounds are finite scalars and every law's mode lies between them."""
-    return _finite_scalars(low, high) and _modes_inside(loc, low, high)
-
-
 def _modes_inside(loc, low, high):
     """Whether every ``loc`` lies in ``[low, high]`` (scalar bounds)."""
     if loc.numel() == 0:
