@@ -4,6 +4,8 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
+from ._support import all_within
+
 _EMPTY = torch.Size()
 
 
@@ -150,11 +152,7 @@ class SymmetricLogUniform(TorchDistribution):
     def _all_inside(self, a):
         """Whether every ``|value|`` lies in ``[low, high]``, from one min/max pass when the
         bounds are the same for every law (as for a layer's prior); else ``False``."""
-        low, high = _common_value(self.low), _common_value(self.high)
-        if low is None or high is None or a.numel() == 0:
-            return False
-        a_min, a_max = torch.aminmax(a.detach())
-        return bool(a_min >= low) and bool(a_max <= high)  # False for NaN
+        return all_within(a, self.low, self.high)
 
     def _validate_sample(self, value, inside=None):
         # The support check by one min/max pass where possible (see log_prob; ``inside``:
@@ -193,13 +191,3 @@ class SymmetricLogUniform(TorchDistribution):
 
     def entropy(self):
         return 0.5 * (self.low.log() + self.high.log()) + (2 * self._log_ratio).log()
-
-
-def _common_value(t):
-    """The value shared by every element of ``t`` if it is a scalar or a broadcast
-    (stride-0) view of one, else ``None``."""
-    if torch._C._get_tracing_state() is not None:
-        return None
-    if t.numel() == 1 or all(stride == 0 for stride in t.stride()):
-        return t.reshape(-1)[0].detach() if t.numel() else None
-    return None

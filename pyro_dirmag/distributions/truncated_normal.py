@@ -15,6 +15,7 @@ from ._normal_tails import (
     ndtri_pair,
     tail_offset,
 )
+from ._support import all_within
 
 _QUAD_NODES, _QUAD_WEIGHTS = np.polynomial.legendre.leggauss(64)
 # Quadrature for the moments covers the offsets where exp(-c t - t^2/2) >= exp(-_QUAD_T).
@@ -136,23 +137,6 @@ def _finite_scalars(low, high):
     if _tracing() or low.numel() != 1 or high.numel() != 1:
         return False
     return math.isfinite(low.detach().item()) and math.isfinite(high.detach().item())
-
-
-def _modes_inside(loc, low, high):
-    """Whether every ``loc`` lies in ``[low, high]`` (scalar bounds)."""
-    if loc.numel() == 0:
-        return False
-    loc_min, loc_max = loc.detach().aminmax()
-    return bool((loc_min >= low.detach()) & (loc_max <= high.detach()))  # False for NaN
-
-
-def _inside(value, low, high):
-    """Whether every value lies in ``[low, high]``, decided by one min/max pass; ``False``
-    when that cannot be decided so (bounds that are not scalars, tracing, no values)."""
-    if _tracing() or low.numel() != 1 or high.numel() != 1 or value.numel() == 0:
-        return False
-    lo, hi = torch.aminmax(value.detach())
-    return bool(lo >= low) and bool(hi <= high)  # False for NaN
 
 
 def _near_mode(p):
@@ -340,7 +324,7 @@ class TruncatedNormal(TorchDistribution):
         if detach:
             loc, scale, low, high = loc.detach(), scale.detach(), low.detach(), high.detach()
         if _finite_scalars(low, high):
-            if _modes_inside(loc, low, high):
+            if all_within(loc, low, high):
                 return self._std_straddling(loc, scale, low, high)
             p = self._std_one_sided(loc, scale, low, high)
             if p is not None:
@@ -432,7 +416,7 @@ class TruncatedNormal(TorchDistribution):
         base = torch.where(p.flip, p.low_f, torch.where(p.left, p.high_f, p.loc))
         zc = (value - base).div_(p.scale)
         lp = torch.addcmul(-(p.s + torch.log(p.scale)), zc, zc + 2 * p.c, value=-0.5)
-        if inside or (inside is None and _inside(value, p.low, p.high)):
+        if inside or (inside is None and all_within(value, p.low, p.high)):
             return lp
         return torch.where((value < p.low) | (value > p.high), -math.inf, lp)
 
@@ -443,7 +427,7 @@ class TruncatedNormal(TorchDistribution):
         whether every value was found inside by the quick pass (``log_prob`` then skips
         its own)."""
         _, _, low, high = self._params()
-        if not torch.is_tensor(value) or not _inside(value, low, high):
+        if not torch.is_tensor(value) or not all_within(value, low, high):
             super()._validate_sample(value)
             return False
         try:
@@ -635,25 +619,22 @@ class TruncatedNormal(TorchDistribution):
         sum_ew = ge.mul_(w).sum_to_size(shape)
         sum_1 = grad.sum_to_size(shape)
         sum_z = (grad * z).sum_to_size(shape)
-        if p.straddling:  # c = 0, finite bounds, nothing reflected
+        if p.straddling:  # nothing reflected
             sum_f, sum_1mf = sum_ev, sum_ew
-            alpha_f, beta_f = p.alpha, p.beta
-            a = torch.exp(-0.5 * alpha_f * alpha_f)
-            b = torch.exp(-0.5 * beta_f * beta_f)
         else:
             # back to the original frame: F = 1 - v and z -> -z where the law was reflected
             sum_f = torch.where(p.flip, sum_ew, sum_ev)
             sum_1mf = torch.where(p.flip, sum_ev, sum_ew)
             sum_z = torch.where(p.flip, -sum_z, sum_z)
-            if p.finite:
-                alpha_f, beta_f = p.alpha, p.beta
-                a = torch.exp(0.5 * (c2 - alpha_f * alpha_f))
-                b = torch.exp(0.5 * (c2 - beta_f * beta_f))
-            else:
-                alpha_f = torch.where(p.low_inf, 0.0, p.alpha)
-                beta_f = torch.where(p.high_inf, 0.0, p.beta)
-                a = torch.where(p.low_inf, 0.0, torch.exp(0.5 * (c2 - alpha_f * alpha_f)))
-                b = torch.where(p.high_inf, 0.0, torch.exp(0.5 * (c2 - beta_f * beta_f)))
+        if p.finite:
+            alpha_f, beta_f = p.alpha, p.beta
+            a = torch.exp(0.5 * (c2 - alpha_f * alpha_f))
+            b = torch.exp(0.5 * (c2 - beta_f * beta_f))
+        else:
+            alpha_f = torch.where(p.low_inf, 0.0, p.alpha)
+            beta_f = torch.where(p.high_inf, 0.0, p.beta)
+            a = torch.where(p.low_inf, 0.0, torch.exp(0.5 * (c2 - alpha_f * alpha_f)))
+            b = torch.where(p.high_inf, 0.0, torch.exp(0.5 * (c2 - beta_f * beta_f)))
         g_low = a * sum_1mf
         g_high = b * sum_f
         g_loc = sum_1 - g_low - g_high
@@ -745,15 +726,14 @@ class TruncatedNormal(TorchDistribution):
 
     def entropy(self):
         loc, scale, low, high = self._params()
+        with torch.no_grad():
+            alpha, beta = (low - loc) / scale, (high - loc) / scale
+            near = torch.maximum(alpha, -beta).clamp(min=0.0)  # |c|, c nearest 0 in [alpha, beta]
+            closed = (near <= _CF_REACH) & ((high - low) / scale >= _CF_WIDTH)
         finite = _finite_scalars(low, high)
-        if finite:
-            with torch.no_grad():
-                alpha, beta = (low - loc) / scale, (high - loc) / scale
-                near = torch.maximum(alpha, -beta).clamp(min=0.0)
-                closed = bool(((near <= _CF_REACH) & ((high - low) / scale >= _CF_WIDTH)).all())
-            if closed:
-                return self._full(_ClosedFormEntropy.apply(loc, scale, low, high))
-        if finite and _modes_inside(loc, low, high):
+        if finite and bool(closed.all()):
+            return self._full(_ClosedFormEntropy.apply(loc, scale, low, high))
+        if finite and all_within(loc, low, high):
             # H = 1/2 + log(sqrt(2 pi) scale Z) + (alpha phi(alpha) - beta phi(beta)) / (2Z):
             # both terms of the numerator are <= 0 and Z is a sum of nonnegative terms
             # here, so the closed form is accurate in the working precision (narrow
@@ -763,11 +743,6 @@ class TruncatedNormal(TorchDistribution):
             b_phi = p.beta * torch.exp(-0.5 * p.beta * p.beta)
             ratio = (a_phi - b_phi) * torch.exp(-p.s) * 0.5
             return self._full(ratio + p.s + torch.log(scale) + 0.5)
-        with torch.no_grad():
-            loc, scale, low, high = self._params()
-            alpha, beta = (low - loc) / scale, (high - loc) / scale
-            near = torch.maximum(alpha, -beta).clamp(min=0.0)  # |c|, c nearest 0 in [alpha, beta]
-            closed = (near <= _CF_REACH) & ((high - low) / scale >= _CF_WIDTH)
         h = _select(closed, lambda: self._entropy_cf(closed), self._entropy_quad)
         return self._full(h)
 

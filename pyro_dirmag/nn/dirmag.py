@@ -74,6 +74,7 @@ from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from ..distributions import SymmetricLogUniform
+from ..distributions._support import all_within
 from ._direction import tangent_projection, tangent_uniform, unit_directions
 from ._rotated_output import rotated_output
 
@@ -114,18 +115,10 @@ class _AngleUniform(dist.Uniform):
     prior is scored on ``batch x units`` copies every step."""
 
     def log_prob(self, value):
-        low, high = self.low.reshape(-1)[:1], self.high.reshape(-1)[:1]
-        scalar = all(t.numel() == 1 or 0 in t.stride() for t in (self.low, self.high))
-        if (
-            scalar
-            and not self._validate_args
-            and value.numel()
-            and torch._C._get_tracing_state() is None
-        ):
-            v_min, v_max = torch.aminmax(value.detach())
-            if bool(v_min >= low) and bool(v_max < high):
-                shape = torch.broadcast_shapes(value.shape, self.batch_shape)
-                return (-(high - low).log()).reshape(()).expand(shape)
+        if not self._validate_args and all_within(value, self.low, self.high, high_open=True):
+            width = self.high.reshape(-1)[0] - self.low.reshape(-1)[0]
+            shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+            return (-width.log()).expand(shape)
         return super().log_prob(value)
 
 
