@@ -407,7 +407,8 @@ class DirMagLinear(_DirMagLayer):
         # node (pyro_dirmag.nn._rotated_output): the dense layers' training-step hot spot.
         # The floor keeps the square root's gradient finite where x is parallel to u_j.
         t = tangent_projection(self.in_features, s.shape, dtype=s.dtype, device=s.device)
-        xsq = x.square().sum(-1, keepdim=True)
+        # |x|^2 as the squared norm: one pass over x, without a squared copy of it
+        xsq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
         return rotated_output(s, xsq, g, eps, t, bias, floor=_PERP_FLOOR)
 
     def _check_input(self, x, v):
