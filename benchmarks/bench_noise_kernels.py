@@ -14,7 +14,9 @@ Pairs (fast / plain, both exact and tested to agree in ``tests/``):
 * truncated-normal angles: ``rsample`` + backward of an expanded law, gradients from four
   batch sums (laws near their mode) against the general log-space Jacobians;
 * tangent draws: rejection from a normal (two variates a draw) against ``z / sqrt(z^2 +
-  chi2)`` with a Marsaglia-Tsang chi-square (three variates a draw).
+  chi2)`` with a Marsaglia-Tsang chi-square (three variates a draw);
+* the tangent draws' acceptance test thinned to Bernoulli candidates against the full
+  test (one uniform per proposal).
 """
 
 import argparse
@@ -24,6 +26,7 @@ import time
 import torch
 
 import pyro_dirmag.distributions.truncated_normal as tn_module
+import pyro_dirmag.nn._direction as direction_module
 from pyro_dirmag.distributions import TruncatedNormal
 from pyro_dirmag.nn._direction import gamma_marsaglia_tsang, tangent_projection, unit_directions
 from pyro_dirmag.nn._rotated_output import rotated_output
@@ -96,6 +99,20 @@ def _tangent_pair():
     return fast, plain
 
 
+def _thinning_pair():
+    def thinned():
+        tangent_projection(FAN_IN, (BATCH, UNITS))
+
+    def full_test():
+        saved, direction_module._THIN_MIN = direction_module._THIN_MIN, 1 << 62
+        try:
+            thinned()
+        finally:
+            direction_module._THIN_MIN = saved
+
+    return thinned, full_test
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
@@ -110,6 +127,7 @@ def main():
         "unit_directions fwd+bwd": _normalize_pair,
         "angle rsample+bwd (near mode)": _angle_pair,
         "tangent draw t": _tangent_pair,
+        "tangent draw t, thinned test": _thinning_pair,
     }
     for name, make in pairs.items():
         fast, plain = make()

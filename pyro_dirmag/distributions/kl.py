@@ -47,6 +47,7 @@ from pyro.distributions.util import broadcast_shape
 from torch.distributions import Beta, Normal, Uniform, kl_divergence
 from torch.distributions.kl import register_kl
 
+from .._shapes import broadcast_size
 from .log_uniform import LogUniform, SymmetricLogUniform
 from .plane_rotation import PlaneRotation, _support_bounds
 from .stretched_symmetric_beta import StretchedSymmetricBeta
@@ -106,7 +107,7 @@ class _MolchanovKL(torch.autograd.Function):
 def _kl_normal_loguniform(p, q):
     """Molchanov et al. (2017) approximation, elementwise over the batch."""
     kl = _molchanov_kl(p.loc, p.scale)
-    return kl.expand(torch.broadcast_shapes(kl.shape, q.batch_shape))
+    return kl.expand(broadcast_size(kl.shape, q.batch_shape))
 
 
 @register_kl(Normal, SymmetricLogUniform)

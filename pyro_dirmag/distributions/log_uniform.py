@@ -4,6 +4,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
+from .._shapes import broadcast_size
 from ._support import all_within
 
 _EMPTY = torch.Size()
@@ -56,7 +57,7 @@ class LogUniform(TorchDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        shape = broadcast_size(value.shape, self.batch_shape)
         return value.abs().log().neg().expand(shape)
 
 
@@ -163,8 +164,8 @@ class SymmetricLogUniform(TorchDistribution):
         if not torch.is_tensor(value) or not inside:
             return super()._validate_sample(value)
         try:
-            torch.broadcast_shapes(value.shape, self.batch_shape)
-        except RuntimeError:
+            broadcast_size(value.shape, self.batch_shape)
+        except ValueError:
             super()._validate_sample(value)
 
     def cdf(self, value):

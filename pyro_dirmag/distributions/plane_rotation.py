@@ -5,6 +5,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import Distribution
 
+from .._shapes import broadcast_size
 from ._sphere import (
     gauss_legendre,
     geodesic_angle,
@@ -107,7 +108,7 @@ class PlaneRotation(TorchDistribution):
                 "Expected parameter angle to be a univariate distribution (event_shape ()), "
                 f"but found {angle!r}"
             )
-        batch_shape = torch.broadcast_shapes(loc.shape[:-1], angle.batch_shape)
+        batch_shape = broadcast_size(loc.shape[:-1], angle.batch_shape)
         event_shape = loc.shape[-1:]
         self.loc = loc.expand(batch_shape + event_shape)
         self.angle = angle if angle.batch_shape == batch_shape else angle.expand(batch_shape)

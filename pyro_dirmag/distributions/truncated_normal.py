@@ -7,6 +7,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
+from .._shapes import broadcast_size
 from ._normal_tails import (
     _DEEP_TAIL,
     _LOG_S_COEFFS,
@@ -313,7 +314,7 @@ class TruncatedNormal(TorchDistribution):
 
     def _full(self, t, shape=_EMPTY):
         """``t`` (computed from compact parameters) broadcast to ``shape + batch_shape``."""
-        return t.expand(torch.broadcast_shapes(t.shape, shape, self.batch_shape))
+        return t.expand(broadcast_size(t.shape, shape, self.batch_shape))
 
     def _std(self, detach=False):
         """Standardized bounds and the normalizer, free of inf * 0 in their gradients.
@@ -431,8 +432,8 @@ class TruncatedNormal(TorchDistribution):
             super()._validate_sample(value)
             return False
         try:
-            torch.broadcast_shapes(value.shape, self.batch_shape)
-        except RuntimeError:
+            broadcast_size(value.shape, self.batch_shape)
+        except ValueError:
             super()._validate_sample(value)
         return True
 
@@ -465,7 +466,7 @@ class TruncatedNormal(TorchDistribution):
         if self._validate_args and not _tracing():
             if not torch.all((value >= 0) & (value <= 1)):
                 raise ValueError(f"Expected icdf value in [0, 1], found {value}")
-        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        shape = broadcast_size(value.shape, self.batch_shape)
         value = value.expand(shape)
         x = _ImplicitICDF.apply(value, 1 - value.detach(), False, *self._params())
         # the ends exactly (the solvers land within an ulp or two of them)

@@ -59,6 +59,7 @@ LOG_ALPHA_MIN = -10.0
 LOG_ALPHA_MAX = 10.0
 HALF_PI = 0.5 * math.pi
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+_EMPTY = torch.Size()
 _KINDS = ("magnitude", "angle")
 # Floor on |m| in the clipping bounds: a unit with |m| below it is dead anyway, and the
 # floor keeps the posterior scale a normal float32 number (whose square does not
@@ -268,8 +269,14 @@ class DirMagGuide(AutoGuide):
 
 
 class _MagnitudeNormal(dist.Normal):
-    """``Normal`` with a three-pass ``log_prob`` (torch's takes six): the magnitude
-    posterior is scored on ``batch x units`` per-example copies every step."""
+    """``Normal`` with a one-pass ``rsample`` and a three-pass ``log_prob`` (torch's take
+    two and six): the magnitude posterior is drawn and scored on ``batch x units``
+    per-example copies every step."""
+
+    def rsample(self, sample_shape=_EMPTY):
+        shape = self._extended_shape(sample_shape)
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        return torch.addcmul(self.loc, eps, self.scale)
 
     def log_prob(self, value):
         if self._validate_args:

@@ -73,6 +73,7 @@ from pyro.nn import PyroModule
 from pyro.poutine.runtime import get_plates
 from torch import nn
 
+from .._shapes import broadcast_size
 from ..distributions import SymmetricLogUniform
 from ..distributions._support import all_within
 from ._direction import tangent_projection, tangent_uniform, unit_directions
@@ -117,7 +118,7 @@ class _AngleUniform(dist.Uniform):
     def log_prob(self, value):
         if not self._validate_args and all_within(value, self.low, self.high, high_open=True):
             width = self.high.reshape(-1)[0] - self.low.reshape(-1)[0]
-            shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+            shape = broadcast_size(value.shape, self.batch_shape)
             return (-width.log()).expand(shape)
         return super().log_prob(value)
 

@@ -147,3 +147,32 @@ def test_guide_plate_follows_batch_and_scales_copies():
     assert site["value"].shape == (9, 5)
     assert site["scale"] == pytest.approx(1 / 9)
     assert site["fn"].batch_shape == (9,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_magnitude_posterior_matches_torch_normal(dtype):
+    # The guide's Normal draws as torch's (same variates, fused), with the same gradients
+    # and log densities.
+    from pyro_dirmag.infer.guide import _MagnitudeNormal
+
+    loc = torch.randn(6, dtype=dtype, requires_grad=True)
+    scale = (torch.rand(6, dtype=dtype) + 0.1).requires_grad_()
+    ours, ref = (
+        _MagnitudeNormal(loc, scale).expand((40, 6)),
+        dist.Normal(loc, scale).expand((40, 6)),
+    )
+    torch.manual_seed(4)
+    x = ours.rsample()
+    torch.manual_seed(4)
+    x_ref = ref.rsample()
+    assert x.shape == (40, 6) and x.dtype == dtype
+    # (one rounding apart: fused multiply-add against multiply then add)
+    ulp = torch.finfo(dtype).eps * (loc.abs() + 6 * scale).detach()
+    assert ((x - x_ref).abs() <= 2 * ulp).all()
+    for a, b in zip(
+        torch.autograd.grad((x * x).sum(), (loc, scale)),
+        torch.autograd.grad((x_ref * x_ref).sum(), (loc, scale)),
+        strict=True,
+    ):
+        assert torch.allclose(a, b, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+    assert torch.allclose(ours.log_prob(x_ref), ref.log_prob(x_ref), rtol=1e-6, atol=1e-6)
