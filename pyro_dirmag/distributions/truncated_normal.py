@@ -94,14 +94,13 @@ class _ImplicitICDF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, w, reflected, loc, scale, low, high):
-        # Rebuilt from the tensors (not passed in) so that a jit trace stays live.
-        dist = TruncatedNormal(loc, scale, low, high, validate_args=False)
-        p = dist._std(detach=True)
+        # Standardized from the tensors (not passed in) so that a jit trace stays live.
+        p = TruncatedNormal._standardize(loc.detach(), scale.detach(), low.detach(), high.detach())
         # Draws (reflected=True) from laws whose interval comes within _FAST_REACH standard
         # deviations of the mode take the short backward (see _near_mode_backward), which
         # needs the standardized root kept from the forward.
         ctx.near_mode = reflected and not ctx.needs_input_grad[0] and _near_mode(p)
-        x, offset, z = dist._icdf_nograd(u, w, reflected, p, keep_std=ctx.near_mode)
+        x, offset, z = TruncatedNormal._icdf_nograd(u, w, reflected, p, keep_std=ctx.near_mode)
         ctx.reflected = reflected
         # The per-law quantities (shaped like the compact parameters) for the backward.
         ctx.p = p
@@ -324,10 +323,15 @@ class TruncatedNormal(TorchDistribution):
         loc, scale, low, high = self._params()
         if detach:
             loc, scale, low, high = loc.detach(), scale.detach(), low.detach(), high.detach()
+        return TruncatedNormal._standardize(loc, scale, low, high)
+
+    @staticmethod
+    def _standardize(loc, scale, low, high):
+        """``_std`` of the (compact) parameters ``loc, scale, low, high``."""
         if _finite_scalars(low, high):
             if all_within(loc, low, high):
-                return self._std_straddling(loc, scale, low, high)
-            p = self._std_one_sided(loc, scale, low, high)
+                return TruncatedNormal._std_straddling(loc, scale, low, high)
+            p = TruncatedNormal._std_one_sided(loc, scale, low, high)
             if p is not None:
                 return p
         low_inf, high_inf = low == -math.inf, high == math.inf
@@ -486,8 +490,9 @@ class TruncatedNormal(TorchDistribution):
         return _ImplicitICDF.apply(u, w, True, *self._params())
 
     # ----------------------------------------------------------------- quantiles
+    @staticmethod
     @torch.no_grad()
-    def _icdf_nograd(self, u, w, reflected, p, keep_std=False):
+    def _icdf_nograd(u, w, reflected, p, keep_std=False):
         """Quantile at cdf ``u`` (``w = 1 - u``), found in the reflected standardized frame.
 
         There ``v`` is the mass between ``lo`` and the quantile; ``reflected`` says that
@@ -506,12 +511,12 @@ class TruncatedNormal(TorchDistribution):
         offset = u.new_empty(())
         z = None
         if not _tracing() and not deep.any():
-            x, z = self._icdf_direct(p, lo, hi, v, vw, keep_std)
+            x, z = TruncatedNormal._icdf_direct(p, lo, hi, v, vw, keep_std)
         elif not _tracing() and deep.all():
-            x, offset = self._icdf_deep(p, hi, v, vw, deep, k0)
+            x, offset = TruncatedNormal._icdf_deep(p, hi, v, vw, deep, k0)
         else:
-            x, offset = self._icdf_deep(p, hi, v, vw, deep, k0)
-            x = torch.where(deep, x, self._icdf_direct(p, lo, hi, v, vw)[0])
+            x, offset = TruncatedNormal._icdf_deep(p, hi, v, vw, deep, k0)
+            x = torch.where(deep, x, TruncatedNormal._icdf_direct(p, lo, hi, v, vw)[0])
         # A safety net: rounding could step an ulp outside [low, high] (not seen in tests).
         if p.low.numel() == 1 and not _tracing():  # the scalar kernel is 4x faster
             return x.clamp_(p.low.item(), p.high.item()), offset, z
