@@ -501,14 +501,18 @@ class TruncatedNormal(TorchDistribution):
         kept (else ``None``) when ``keep_std`` and no law is in the deep tail.
         """
         flip = p.flip
-        lo = torch.where(flip, -p.beta, p.alpha)
-        hi = torch.where(flip, -p.alpha, p.beta)
-        v, vw = (u, w) if reflected else (torch.where(flip, w, u), torch.where(flip, u, w))
         k0 = _DEEP_TAIL.get(u.dtype, 20.0)
-        deep = hi <= -k0
         # offset: standardized distance of deep-tail quantiles to their near bound, exact
         # to rounding (x - low carries the rounding of x); used by the gradients.
         offset = u.new_empty(())
+        if p.straddling:  # nothing reflected, no bound beyond the mode: no deep tail
+            v, vw = u, w
+            x, z = TruncatedNormal._icdf_direct(p, p.alpha, p.beta, v, vw, keep_std)
+            return x.clamp_(p.low.item(), p.high.item()), offset, z
+        lo = torch.where(flip, -p.beta, p.alpha)
+        hi = torch.where(flip, -p.alpha, p.beta)
+        v, vw = (u, w) if reflected else (torch.where(flip, w, u), torch.where(flip, u, w))
+        deep = hi <= -k0
         z = None
         if not _tracing() and not deep.any():
             x, z = TruncatedNormal._icdf_direct(p, lo, hi, v, vw, keep_std)
@@ -562,7 +566,8 @@ class TruncatedNormal(TorchDistribution):
             )
             zr = ndtri_exp(log_r)
             z[idx] = torch.where(use_p, zr, -zr)
-        step, base = _scalar(torch.where(p.flip, -p.scale, p.scale)), _scalar(p.loc)
+        step = p.scale if p.straddling else torch.where(p.flip, -p.scale, p.scale)
+        step, base = _scalar(step), _scalar(p.loc)
         if keep_std:
             # (x may be z itself for a standard law: its clamp then applies to both alike)
             if not torch.is_tensor(step) and step == 1.0:
