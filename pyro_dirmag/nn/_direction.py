@@ -131,6 +131,8 @@ def _symmetric_power(k, shape, dtype, device):
     """Exact draws of the density proportional to ``(1 - t^2)^k`` on ``[-1, 1]``,
     ``k >= 1``, by rejection from ``N(0, 1/(2k))`` (see the module notes)."""
     t = torch.randn(shape, dtype=dtype, device=device).mul_(1.0 / math.sqrt(2.0 * k))
+    if t.numel() == 0:
+        return t
     bad = _rejections(t.view(-1), k, shape[-1] if len(shape) else 1)
     if bad is not None:
         t.view(-1)[bad] = _symmetric_power(k, bad.shape, dtype, device)

@@ -92,3 +92,10 @@ def test_tangent_projection_law_thinned():
     assert t.numel() >= direction._THIN_MIN
     beta = scipy.stats.beta(0.5 * (n - 2), 0.5 * (n - 2))
     assert scipy.stats.kstest(((t.reshape(-1) + 1) / 2).numpy(), beta.cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (0, 5), (3, 0), (2, 3)])
+def test_tangent_projection_shapes(shape):
+    t = tangent_projection(784, shape)
+    assert t.shape == shape and t.dtype == torch.float32
+    assert bool((t.abs() < 1).all())
