@@ -22,6 +22,14 @@ def common_value(t):
     return None
 
 
+def _common_float(t):
+    """:func:`common_value` as a Python float (exact for float32 and float64), or ``None``."""
+    if t.dim() == 0:  # the usual scalar bound: one call instead of three
+        return t.item()
+    value = common_value(t)
+    return None if value is None else value.item()
+
+
 def all_within(value, low, high, high_open=False):
     """
     Whether every entry of ``value`` lies in ``[low, high]`` (``[low, high)`` with
@@ -31,9 +39,9 @@ def all_within(value, low, high, high_open=False):
     """
     if torch._C._get_tracing_state() is not None or value.numel() == 0:
         return False
-    low, high = common_value(low), common_value(high)
+    low, high = _common_float(low), _common_float(high)
     if low is None or high is None:
         return False
-    v_min, v_max = torch.aminmax(value.detach())
-    upper = v_max < high if high_open else v_max <= high
-    return bool(v_min >= low) and bool(upper)
+    # (compared as Python floats: the values convert exactly, NaN compares false)
+    v_min, v_max = (m.item() for m in torch.aminmax(value.detach()))
+    return v_min >= low and (v_max < high if high_open else v_max <= high)

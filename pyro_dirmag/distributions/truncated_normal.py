@@ -171,7 +171,10 @@ class _ClosedFormEntropy(torch.autograd.Function):
         loc, scale, low, high = (t.double() for t in (loc, scale, low, high))
         alpha, beta = (low - loc) / scale, (high - loc) / scale
         flip = alpha > 0
-        lo, hi = torch.where(flip, -beta, alpha), torch.where(flip, -alpha, beta)
+        mirrored = bool(flip.any())
+        lo, hi = alpha, beta
+        if mirrored:
+            lo, hi = torch.where(flip, -beta, alpha), torch.where(flip, -alpha, beta)
         log_lo, log_hi = torch.special.log_ndtr(lo), torch.special.log_ndtr(hi)
         log_z = log_hi + torch.log(-torch.expm1(log_lo - log_hi))
         r_lo = torch.exp(-0.5 * lo * lo - _LOG_SQRT_2PI - log_z)
@@ -181,8 +184,9 @@ class _ClosedFormEntropy(torch.autograd.Function):
         d_lo = 0.5 * r_lo * (t - 1 - lo * lo)
         d_hi = 0.5 * r_hi * (1 + hi * hi - t)
         # mirrored back: lo = -beta, hi = -alpha where flipped
-        d_alpha = torch.where(flip, -d_hi, d_lo)
-        d_beta = torch.where(flip, -d_lo, d_hi)
+        d_alpha, d_beta = d_lo, d_hi
+        if mirrored:
+            d_alpha, d_beta = torch.where(flip, -d_hi, d_lo), torch.where(flip, -d_lo, d_hi)
         ctx.save_for_backward(alpha, beta, scale, d_alpha, d_beta)
         return h.to(dtype)
 
@@ -418,9 +422,13 @@ class TruncatedNormal(TorchDistribution):
         # first bracket -(z - c)(z + c)/2 and z - c measured from the near bound exactly.
         # Per-law quantities are formed on the compact parameters: two passes over the
         # values fewer than selecting per value, and no mask when every value is inside.
-        base = torch.where(p.flip, p.low_f, torch.where(p.left, p.high_f, p.loc))
-        zc = (value - base).div_(p.scale)
-        lp = torch.addcmul(-(p.s + torch.log(p.scale)), zc, zc + 2 * p.c, value=-0.5)
+        if p.straddling:  # c = 0 and the base is the mode: the same values, two passes fewer
+            zc = (value - p.loc).div_(p.scale)
+            lp = torch.addcmul(-(p.s + torch.log(p.scale)), zc, zc, value=-0.5)
+        else:
+            base = torch.where(p.flip, p.low_f, torch.where(p.left, p.high_f, p.loc))
+            zc = (value - base).div_(p.scale)
+            lp = torch.addcmul(-(p.s + torch.log(p.scale)), zc, zc + 2 * p.c, value=-0.5)
         if inside or (inside is None and all_within(value, p.low, p.high)):
             return lp
         return torch.where((value < p.low) | (value > p.high), -math.inf, lp)
