@@ -84,14 +84,19 @@ def test_thinning_draws_fewer_uniforms(monkeypatch):
     assert 0 < sum(calls) < 0.15 * t.numel()
 
 
-def test_tangent_projection_law_thinned():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("n", [300, 784])
+def test_tangent_projection_law_thinned(n, dtype):
     # A batch large enough for the thinned test, against the exact Beta law.
+    k = 0.5 * (n - 4)
+    cut = direction._TAIL_Z / math.sqrt(2 * k)
+    assert direction._rejection_probability(k, cut * cut) <= direction._THIN_MAX
     torch.manual_seed(3)
-    n = 784
-    t = tangent_projection(n, (200, 500), dtype=torch.float64)
-    assert t.numel() >= direction._THIN_MIN
+    t = tangent_projection(n, (200, 500), dtype=dtype)
+    assert t.numel() >= direction._THIN_MIN and t.dtype == dtype
     beta = scipy.stats.beta(0.5 * (n - 2), 0.5 * (n - 2))
-    assert scipy.stats.kstest(((t.reshape(-1) + 1) / 2).numpy(), beta.cdf).pvalue > 1e-3
+    sample = ((t.reshape(-1).double() + 1) / 2).numpy()
+    assert scipy.stats.kstest(sample, beta.cdf).pvalue > 1e-3
 
 
 @pytest.mark.parametrize("shape", [(), (0,), (0, 5), (3, 0), (2, 3)])
