@@ -7,13 +7,16 @@ Times, for 300 units of dimension 784 and 100 samples each (float32):
   (stretched symmetric Beta, truncated normal on [-pi/2, pi/2]);
 - ``TangentProjectedNormal.rsample`` and ``rsample + log_prob``.
 
-Prints the median time of each and its ratio to the baseline. Run::
+Each round times the baseline and every variant back to back (this machine's speed
+drifts within a run); prints each variant's median time and the median over rounds of
+its ratio to the baseline of the same round. Run::
 
     .venv/bin/python benchmarks/bench_plane_rotation.py [--threads 1] [--repeats 5]
 """
 
 import argparse
 import math
+import statistics
 import time
 
 import pyro.distributions as dist
@@ -27,15 +30,10 @@ from pyro_dirmag.distributions import (
 )
 
 
-def median_time(fn, repeats):
-    fn()  # warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
+def _seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def main():
@@ -65,14 +63,21 @@ def main():
     }
     baseline_dist = dist.ProjectedNormal(loc / 0.3)
 
-    baseline = median_time(lambda: baseline_dist.rsample((s,)), args.repeats)
-    print(f"shape: {s} samples x {units} units x dim {n}, float32, {args.threads} thread(s)")
-    print(f"{'ProjectedNormal.rsample (baseline)':58s} {1e3 * baseline:8.2f} ms   1.00x")
+    variants = {"ProjectedNormal.rsample (baseline)": lambda: baseline_dist.rsample((s,))}
     for name, d in laws.items():
-        t_rs = median_time(lambda d=d: d.rsample((s,)), args.repeats)
-        t_lp = median_time(lambda d=d: d.log_prob(d.rsample((s,))), args.repeats)
-        print(f"{name + '.rsample':58s} {1e3 * t_rs:8.2f} ms {t_rs / baseline:6.2f}x")
-        print(f"{name + '.rsample + log_prob':58s} {1e3 * t_lp:8.2f} ms {t_lp / baseline:6.2f}x")
+        variants[name + ".rsample"] = lambda d=d: d.rsample((s,))
+        variants[name + ".rsample + log_prob"] = lambda d=d: d.log_prob(d.rsample((s,)))
+    for fn in variants.values():
+        fn()  # warm up
+    times = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, fn in variants.items():
+            times[name].append(_seconds(fn))
+    base = times["ProjectedNormal.rsample (baseline)"]
+    print(f"shape: {s} samples x {units} units x dim {n}, float32, {args.threads} thread(s)")
+    for name, t in times.items():
+        ratio = statistics.median(ti / bi for ti, bi in zip(t, base, strict=True))
+        print(f"{name:58s} {1e3 * statistics.median(t):8.2f} ms {ratio:6.2f}x")
 
 
 if __name__ == "__main__":
