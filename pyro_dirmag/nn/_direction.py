@@ -34,7 +34,7 @@ probability :math:`\mathrm{B}(1/2, k + 1)\sqrt{k/\pi} \approx 1 - 3/(8k)` (99.9%
 Since rejections are that rare, large batches thin the acceptance test (one uniform
 per proposal) to the candidates of a Bernoulli process whose rate bounds the rejection
 probability of all but the farthest proposals, which are tested one by one
-(:func:`_thinned_rejections`): at ``n = 784``, about 1.05 variates and three passes a
+(:func:`_thinned_rejections`): at ``n = 784``, about 1.1 variates and three passes a
 draw instead of two variates and ten passes, with the same law.
 Smaller :math:`n` use :math:`C = 2\,\Gamma((n-2)/2)` drawn with
 the Marsaglia-Tsang method (``torch._standard_gamma`` costs about 60 ns a draw).
