@@ -43,7 +43,6 @@ import math
 import torch
 import torch.nn.functional as F
 from pyro.distributions.torch_distribution import ExpandedDistribution
-from pyro.distributions.util import broadcast_shape
 from torch.distributions import Beta, Normal, Uniform, kl_divergence
 from torch.distributions.kl import register_kl
 
@@ -212,4 +211,4 @@ def _kl_expanded_expanded(p, q):
             f"{tuple(q.event_shape)}"
         )
     kl = kl_divergence(p.base_dist, q.base_dist)
-    return kl.expand(broadcast_shape(p.batch_shape, q.batch_shape))
+    return kl.expand(broadcast_size(p.batch_shape, q.batch_shape))

@@ -139,6 +139,12 @@ def _finite_scalars(low, high):
     return math.isfinite(low.detach().item()) and math.isfinite(high.detach().item())
 
 
+def _straddling_mass(alpha, beta):
+    """``Phi(beta) - Phi(alpha)`` for ``alpha <= 0 <= beta``, as a sum of two nonnegative
+    terms (the operations of ``log_ndtr_diff``'s straddling branch, for identical values)."""
+    return 0.5 * (torch.erf(_SQRT1_2 * beta) + torch.erf(-_SQRT1_2 * alpha))
+
+
 def _near_mode(p):
     """Whether every law's interval comes within ``_FAST_REACH`` of its mode."""
     return not _tracing() and bool((p.c.abs() <= _FAST_REACH).all())
@@ -362,9 +368,7 @@ class TruncatedNormal(TorchDistribution):
         ``log_ndtr_diff``."""
         alpha = torch.sub(low, loc).div_(scale)
         beta = torch.sub(high, loc).div_(scale)
-        # (the operations of log_ndtr_diff's straddling branch, for identical values)
-        mass = 0.5 * (torch.erf(_SQRT1_2 * beta) + torch.erf(-_SQRT1_2 * alpha))
-        s = torch.log(mass) + _LOG_SQRT_2PI
+        s = torch.log(_straddling_mass(alpha, beta)) + _LOG_SQRT_2PI
         no = torch.zeros((), dtype=torch.bool, device=loc.device)
         zero = torch.zeros_like(s)
         return SimpleNamespace(
@@ -397,8 +401,7 @@ class TruncatedNormal(TorchDistribution):
         yl = torch.where(right, -alpha, beta)
         left = yl <= 0
         one_sided = 0.5 * (torch.erfc(-_SQRT1_2 * yl) - torch.erfc(-_SQRT1_2 * xl))
-        straddling = 0.5 * (torch.erf(_SQRT1_2 * beta) + torch.erf(-_SQRT1_2 * alpha))
-        log_mass = torch.log(torch.where(left, one_sided, straddling))
+        log_mass = torch.log(torch.where(left, one_sided, _straddling_mass(alpha, beta)))
         s = log_mass + 0.5 * c * c + _LOG_SQRT_2PI  # log Z = s + log phi(c)
         no = torch.zeros((), dtype=torch.bool, device=loc.device)
         return SimpleNamespace(
@@ -508,27 +511,25 @@ class TruncatedNormal(TorchDistribution):
         Returns ``(x, offset, z)``; ``z``, the standardized root in the reflected frame, is
         kept (else ``None``) when ``keep_std`` and no law is in the deep tail.
         """
-        flip = p.flip
-        k0 = _DEEP_TAIL.get(u.dtype, 20.0)
         # offset: standardized distance of deep-tail quantiles to their near bound, exact
         # to rounding (x - low carries the rounding of x); used by the gradients.
         offset = u.new_empty(())
-        if p.straddling:  # nothing reflected, no bound beyond the mode: no deep tail
-            v, vw = u, w
-            x, z = TruncatedNormal._icdf_direct(p, p.alpha, p.beta, v, vw, keep_std)
-            return x.clamp_(p.low.item(), p.high.item()), offset, z
-        lo = torch.where(flip, -p.beta, p.alpha)
-        hi = torch.where(flip, -p.alpha, p.beta)
-        v, vw = (u, w) if reflected else (torch.where(flip, w, u), torch.where(flip, u, w))
-        deep = hi <= -k0
         z = None
-        if not _tracing() and not deep.any():
-            x, z = TruncatedNormal._icdf_direct(p, lo, hi, v, vw, keep_std)
-        elif not _tracing() and deep.all():
-            x, offset = TruncatedNormal._icdf_deep(p, hi, v, vw, deep, k0)
+        if p.straddling:  # nothing reflected, no bound beyond the mode: no deep tail
+            x, z = TruncatedNormal._icdf_direct(p, p.alpha, p.beta, u, w, keep_std)
         else:
-            x, offset = TruncatedNormal._icdf_deep(p, hi, v, vw, deep, k0)
-            x = torch.where(deep, x, TruncatedNormal._icdf_direct(p, lo, hi, v, vw)[0])
+            flip, k0 = p.flip, _DEEP_TAIL.get(u.dtype, 20.0)
+            lo = torch.where(flip, -p.beta, p.alpha)
+            hi = torch.where(flip, -p.alpha, p.beta)
+            v, vw = (u, w) if reflected else (torch.where(flip, w, u), torch.where(flip, u, w))
+            deep = hi <= -k0
+            if not _tracing() and not deep.any():
+                x, z = TruncatedNormal._icdf_direct(p, lo, hi, v, vw, keep_std)
+            elif not _tracing() and deep.all():
+                x, offset = TruncatedNormal._icdf_deep(p, hi, v, vw, deep, k0)
+            else:
+                x, offset = TruncatedNormal._icdf_deep(p, hi, v, vw, deep, k0)
+                x = torch.where(deep, x, TruncatedNormal._icdf_direct(p, lo, hi, v, vw)[0])
         # A safety net: rounding could step an ulp outside [low, high] (not seen in tests).
         if p.low.numel() == 1 and not _tracing():  # the scalar kernel is 4x faster
             return x.clamp_(p.low.item(), p.high.item()), offset, z

@@ -76,7 +76,7 @@ from torch import nn
 from .._shapes import broadcast_size
 from ..distributions import SymmetricLogUniform
 from ..distributions._support import all_within
-from ._direction import tangent_projection, tangent_uniform, unit_directions
+from ._direction import squared_norms, tangent_projection, tangent_uniform, unit_directions
 from ._rotated_output import rotated_output
 
 __all__ = ["PHI_MODES", "DirMagConv2d", "DirMagLinear", "direction_noise"]
@@ -408,9 +408,7 @@ class DirMagLinear(_DirMagLayer):
         # node (pyro_dirmag.nn._rotated_output): the dense layers' training-step hot spot.
         # The floor keeps the square root's gradient finite where x is parallel to u_j.
         t = tangent_projection(self.in_features, s.shape, dtype=s.dtype, device=s.device)
-        # |x|^2 as the squared norm: one pass over x, without a squared copy of it
-        xsq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
-        return rotated_output(s, xsq, g, eps, t, bias, floor=_PERP_FLOOR)
+        return rotated_output(s, squared_norms(x), g, eps, t, bias, floor=_PERP_FLOOR)
 
     def _check_input(self, x, v):
         self._check_dtype(x, v)
