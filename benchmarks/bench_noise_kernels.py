@@ -17,6 +17,12 @@ Pairs (fast / plain, both exact and tested to agree in ``tests/``):
   chi2)`` with a Marsaglia-Tsang chi-square (three variates a draw);
 * the tangent draws' acceptance test thinned to Bernoulli candidates against the full
   test (one uniform per proposal).
+
+With ``--compiled`` (needs a C++ compiler; compiling takes a minute), also
+:mod:`pyro_dirmag.kernels`' compiled output against the hand-written node, the same
+compiled with a symbolic batch size (``dynamic=True``), and aten's ``erfinv``, ``erfc``
+and ``exp`` against Inductor's (the first column is then aten's, so the ratio is
+Inductor's slowdown): why the truncated normal's quantiles stay eager.
 """
 
 import argparse
@@ -27,7 +33,9 @@ import torch
 
 import pyro_dirmag.distributions.truncated_normal as tn_module
 import pyro_dirmag.nn._direction as direction_module
+import pyro_dirmag.nn._rotated_output as rotated_module
 from pyro_dirmag.distributions import TruncatedNormal
+from pyro_dirmag.kernels import compiled_kernels
 from pyro_dirmag.nn._direction import gamma_marsaglia_tsang, tangent_projection, unit_directions
 from pyro_dirmag.nn._rotated_output import rotated_output
 
@@ -35,14 +43,7 @@ BATCH, UNITS, FAN_IN = 1000, 300, 784
 
 
 def _rotated_pair():
-    x = torch.randn(BATCH, FAN_IN)
-    u = torch.nn.functional.normalize(torch.randn(UNITS, FAN_IN), dim=-1)
-    s = (x @ u.T).requires_grad_()
-    xsq = x.square().sum(-1, keepdim=True)
-    g = torch.randn(BATCH, UNITS, requires_grad=True)
-    eps = torch.rand(BATCH, UNITS, requires_grad=True)
-    t = tangent_projection(FAN_IN, (BATCH, UNITS))
-    b = torch.zeros(UNITS, requires_grad=True)
+    s, xsq, g, eps, t, b = _rotated_inputs()
 
     def fast():
         rotated_output(s, xsq, g, eps, t, b).sum().backward()
@@ -52,6 +53,44 @@ def _rotated_pair():
         (g * (eps.cos() * s + eps.sin() * (rho * t)) + b).sum().backward()
 
     return fast, plain
+
+
+def _compiled_output_pair(dynamic=False):
+    hand_written, _ = _rotated_pair()
+    if dynamic:
+        kernel = torch.compile(rotated_module.compiled_rotated_output.fn, dynamic=True)
+        inputs = _rotated_inputs()
+
+        def compiled():
+            kernel(*inputs, 1e-12).sum().backward()
+
+        return compiled, hand_written
+
+    def compiled():
+        with compiled_kernels():
+            hand_written()
+
+    return compiled, hand_written
+
+
+def _rotated_inputs():
+    x = torch.randn(BATCH, FAN_IN)
+    u = torch.nn.functional.normalize(torch.randn(UNITS, FAN_IN), dim=-1)
+    s = (x @ u.T).requires_grad_()
+    xsq = x.square().sum(-1, keepdim=True)
+    g = torch.randn(BATCH, UNITS, requires_grad=True)
+    eps = torch.rand(BATCH, UNITS, requires_grad=True)
+    t = tangent_projection(FAN_IN, (BATCH, UNITS))
+    return s, xsq, g, eps, t, torch.zeros(UNITS, requires_grad=True)
+
+
+def _inductor_pair(fn):
+    def make():
+        x = torch.rand(BATCH, UNITS) * 0.98 + 0.01
+        compiled = torch.compile(lambda a: fn(a), dynamic=False)
+        return (lambda: fn(x)), (lambda: compiled(x))
+
+    return make
 
 
 def _normalize_pair():
@@ -117,6 +156,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compiled", action="store_true", help="add the torch.compile rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -129,6 +169,16 @@ def main():
         "tangent draw t": _tangent_pair,
         "tangent draw t, thinned test": _thinning_pair,
     }
+    if args.compiled:
+        pairs.update(
+            {
+                "output: compiled / hand-written": _compiled_output_pair,
+                "output: dynamic=True / hand-wr.": lambda: _compiled_output_pair(dynamic=True),
+                "erfinv: aten / Inductor": _inductor_pair(torch.erfinv),
+                "erfc: aten / Inductor": _inductor_pair(torch.special.erfc),
+                "exp: aten / Inductor": _inductor_pair(torch.exp),
+            }
+        )
     for name, make in pairs.items():
         fast, plain = make()
         best = {"fast": math.inf, "plain": math.inf}

@@ -6,6 +6,7 @@ rounds, medians) so that the ratios are comparable on a loaded machine.
     python benchmarks/bench_svi_step.py            # LeNet-300-100 @100, @1000, LeNet5 @100
     python benchmarks/bench_svi_step.py --profile  # plus where the SVI step's time goes
     python benchmarks/bench_svi_step.py --breakdown  # LeNet-300-100 @1000 by phase only
+    python benchmarks/bench_svi_step.py --compiled   # plus DirMagELBO with compiled kernels
 
 Anchor (issue 3): TyXe's local reparameterization measured 8.7x (batch 100) and 3.4x
 (batch 1000) a plain step; target <= 8x and <= 3x for LeNet-300-100.
@@ -27,6 +28,7 @@ from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import ClippedAdam
 
 from pyro_dirmag.infer import DirMagELBO, DirMagGuide
+from pyro_dirmag.kernels import compiled_kernels
 from pyro_dirmag.models import deterministic_model, dirmag_model
 
 CASES = [("lenet300", 100), ("lenet300", 1000), ("lenet5", 100)]
@@ -53,6 +55,17 @@ def svi_step_fn(name, x, y, elbo=TraceMeanField_ELBO, **layer_kwargs):
     return lambda: svi.step(x, y)
 
 
+def compiled_step_fn(name, x, y):
+    """A DirMagELBO step with pyro_dirmag.kernels' compiled kernels on."""
+    step = svi_step_fn(name, x, y, elbo=DirMagELBO)
+
+    def compiled_step():
+        with compiled_kernels():
+            step()
+
+    return compiled_step
+
+
 def timed(fn, steps):
     """Seconds of each of ``steps`` calls."""
     out = []
@@ -69,6 +82,11 @@ def main():
     parser.add_argument("--steps", type=int, default=10, help="steps per round")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="add DirMagELBO with compiled kernels (needs a C++ compiler; compiles first)",
+    )
     parser.add_argument(
         "--breakdown",
         action="store_true",
@@ -88,6 +106,8 @@ def main():
         "dirmag": "DirMagELBO",
         "shared": "DirMagELBO shared-phi",
     }
+    if args.compiled:
+        cols["compiled"] = "DirMagELBO compiled"
     print("per-example noise (g, eps, phi) unless shared-phi; ms per step (ratio to plain)")
     print(f"{'model':<9}{'batch':>6}{'plain':>8}" + "".join(f"{c:>26}" for c in cols.values()))
     for name, batch in CASES:
@@ -99,6 +119,8 @@ def main():
             "dirmag": svi_step_fn(name, x, y, elbo=DirMagELBO),
             "shared": svi_step_fn(name, x, y, elbo=DirMagELBO, phi="shared"),
         }
+        if args.compiled:
+            fns["compiled"] = compiled_step_fn(name, x, y)
         times = {k: [] for k in fns}
         for fn in fns.values():
             timed(fn, 5)  # warm up: a model's first steps run slower

@@ -46,6 +46,7 @@ from pyro.distributions.torch_distribution import ExpandedDistribution
 from torch.distributions import Beta, Normal, Uniform, kl_divergence
 from torch.distributions.kl import register_kl
 
+from .._autograd import first_order_only
 from .._shapes import broadcast_size
 from .log_uniform import LogUniform, SymmetricLogUniform
 from .plane_rotation import PlaneRotation, _support_bounds
@@ -90,6 +91,7 @@ class _MolchanovKL(torch.autograd.Function):
         return kl
 
     @staticmethod
+    @first_order_only
     def backward(ctx, grad):
         loc, scale, zero, log_alpha, q = ctx.saved_tensors
         d_log_alpha = (-_K1 * _K3) * q * (1 - q) - 0.5 * torch.sigmoid(-log_alpha)

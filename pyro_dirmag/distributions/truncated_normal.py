@@ -7,6 +7,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
+from .._autograd import first_order_only
 from .._shapes import broadcast_size
 from ._normal_tails import (
     _DEEP_TAIL,
@@ -109,6 +110,7 @@ class _ImplicitICDF(torch.autograd.Function):
         return x
 
     @staticmethod
+    @first_order_only
     def backward(ctx, grad):
         x, u, w, offset, z, *params = ctx.saved_tensors
         need = ctx.needs_input_grad
@@ -197,6 +199,7 @@ class _ClosedFormEntropy(torch.autograd.Function):
         return h.to(dtype)
 
     @staticmethod
+    @first_order_only
     def backward(ctx, grad):
         alpha, beta, scale, d_alpha, d_beta = ctx.saved_tensors
         g = grad.double() / scale

@@ -44,6 +44,7 @@ import math
 
 import torch
 
+from .._autograd import first_order_only
 from .._rare import rare_indices
 
 # Proposals of the tangent draw get their acceptance test by thinning from this many on,
@@ -292,6 +293,7 @@ class _Normalize(torch.autograd.Function):
         return u
 
     @staticmethod
+    @first_order_only
     def backward(ctx, grad):
         u, inv = ctx.saved_tensors
         radial = (grad * u).sum(ctx.dims, keepdim=True)

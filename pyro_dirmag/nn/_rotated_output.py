@@ -27,12 +27,17 @@ hand-written derivatives (about half the passes, in place where possible):
 with :math:`d = \cos\epsilon\, s + \sin\epsilon\, \rho t`, and :math:`h = 0` where the floor
 is active (as ``clamp_min`` would: no gradient flows through a clamped norm). It is checked against
 autograd on the plain expression (``tests/nn/test_rotated_output.py``) and timed
-against it by ``benchmarks/bench_noise_kernels.py``.
+against it by ``benchmarks/bench_noise_kernels.py``. With compiled kernels on
+(:mod:`pyro_dirmag.kernels`), training calls run the plain expression compiled by
+:func:`torch.compile` instead, about 2.7 times faster again at batch 1000.
 """
 
 import torch
 
-__all__ = ["rotated_output"]
+from .._autograd import first_order_only
+from ..kernels import CompiledKernel
+
+__all__ = ["compiled_rotated_output", "rotated_output"]
 
 
 class _RotatedOutput(torch.autograd.Function):
@@ -50,6 +55,7 @@ class _RotatedOutput(torch.autograd.Function):
         return y
 
     @staticmethod
+    @first_order_only
     def backward(ctx, grad):
         s, xsq, g, t, cos, sin, rho, d = ctx.saved_tensors
         need_s, need_xsq, need_g, need_eps, _, need_bias, _ = ctx.needs_input_grad
@@ -88,4 +94,19 @@ def rotated_output(s, xsq, g, eps, t, bias=None, floor=1e-12):
         :func:`~pyro_dirmag.nn._direction.tangent_term`).
     :returns: shape of ``s``.
     """
-    return _RotatedOutput.apply(s, xsq, g, eps, t, bias, floor)
+    # Compiled only where the angles carry gradients (training steps), not for the
+    # prototype traces of guides or for predictions.
+    training = torch.is_grad_enabled() and eps.requires_grad
+    y = compiled_rotated_output(s, xsq, g, eps, t, bias, floor) if training else None
+    return _RotatedOutput.apply(s, xsq, g, eps, t, bias, floor) if y is None else y
+
+
+@CompiledKernel
+def compiled_rotated_output(s, xsq, g, eps, t, bias, floor):
+    """The plain expression, compiled with its derivatives when compiled kernels are on
+    (:mod:`pyro_dirmag.kernels`; ``None`` otherwise). ``where`` rather than ``clamp_min``:
+    no gradient flows at the floor itself, as in the hand-written backward."""
+    rho2 = xsq - s * s
+    rho = torch.where(rho2 > floor, rho2, floor).sqrt()
+    y = g * (torch.cos(eps) * s + torch.sin(eps) * rho * t)
+    return y if bias is None else y + bias
