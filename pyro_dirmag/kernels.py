@@ -6,30 +6,35 @@ elementwise operations over ``(batch, units)`` values, each a pass over memory t
 allocates its result. With compiled kernels on, the largest chain, the output of a
 dense layer with its derivatives
 (:func:`~pyro_dirmag.nn._rotated_output.rotated_output`), is compiled by
-:func:`torch.compile` (TorchInductor) into a fused forward and backward: at batch 1000
-it runs about 2.7 times faster, and a LeNet-300-100 step about 10 % faster
-(``python benchmarks/bench_svi_step.py --compiled``). Values equal the eager ones up to
-rounding.
+:func:`torch.compile` (TorchInductor) into a fused forward and backward. At
+``(1000, 300)`` it runs 1.8-2.0 times faster than the hand-written eager node
+(``python benchmarks/bench_noise_kernels.py --compiled``), and a LeNet-300-100 step at
+batch 1000 takes about 10 % less time (3.9-4.1 against 4.3-4.6 plain steps, ``python
+benchmarks/bench_svi_step.py --compiled``; nothing changes at batch 100). Values equal the
+eager ones up to rounding.
 
 They are off by default, because compiling needs a C++ compiler (Triton on GPUs), and
-each new input shape waits a few seconds for it (Inductor's on-disk cache shortens
-later runs). They serve training only: calls without gradients (prediction) stay eager,
-and after :data:`MAX_SIGNATURES` different input shapes a kernel compiles no more and
-new shapes run eagerly. Turn them on for long trainings at a fixed batch size::
+each new input shape waits for it: the first compiled LeNet-300-100 step took 24-25 s
+here (three layer shapes), 2.8-2.9 s in a later process that found Inductor's on-disk
+cache (``python benchmarks/bench_svi_step.py --breakdown --compiled`` prints it). The
+output kernel serves training steps only: calls whose angles carry no gradient
+(prototype traces, predictions) stay eager. After :data:`MAX_SIGNATURES` different input
+signatures a kernel compiles no more, and new ones run eagerly.
+Turn them on for long trainings at a fixed batch size::
 
     from pyro_dirmag.kernels import use_compiled_kernels
 
     use_compiled_kernels(True)  # or: with compiled_kernels(): ...
 
 If a kernel fails to compile, a ``RuntimeWarning`` names it and it runs eagerly from
-then on. Higher-order gradients (``create_graph=True`` through the layers) need the
-eager kernels.
+then on. Second derivatives are not supported, compiled (AOTAutograd raises at the
+second backward) or eager (the hand-written backward raises under ``create_graph``).
 
-Not compiled, because Inductor is slower than eager PyTorch on them on CPUs: the
-truncated normal's quantiles (``erfinv`` and ``erfc`` compile to scalar code tens of
-times slower than aten's vectorized ones; ``python benchmarks/bench_noise_kernels.py
---compiled`` prints the comparison), and kernels with a symbolic batch size (``dynamic=True``
-keeps the output kernel at eager speed).
+Not compiled, because Inductor is slower than eager PyTorch there on this project's
+CPU (``python benchmarks/bench_noise_kernels.py --compiled``): the truncated normal's
+quantiles, whose ``erfinv`` and ``erfc`` compile to code 36-38 and 5-6 times slower than
+aten's; and kernels with a symbolic batch size (``dynamic=True``), which lose the output
+kernel's gain (0.81x).
 """
 
 import contextlib
