@@ -13,7 +13,8 @@ batch 1000 takes about 10 % less time (3.9-4.1 against 4.3-4.6 plain steps, ``py
 benchmarks/bench_svi_step.py --compiled``; nothing changes at batch 100). Values equal the
 eager ones up to rounding.
 
-They are off by default, because compiling needs a C++ compiler (Triton on GPUs), and
+They are off by default, because compiling needs a C++ compiler (on GPUs, Triton: that
+path is neither tested nor measured here, this project's machines have no GPU), and
 each new input shape waits for it: the first compiled LeNet-300-100 step took 24-25 s
 here (three layer shapes), 2.8-2.9 s in a later process that found Inductor's on-disk
 cache (``python benchmarks/bench_svi_step.py --breakdown --compiled`` prints it). The
