@@ -303,6 +303,40 @@ class _DirMagLayer(PyroModule):
         y = self._unit_view(g) * (self._unit_view(eps.cos()) * s + self._unit_view(eps.sin()) * r)
         return y if bias is None else y + self._bias_view(bias)
 
+    @torch.no_grad()
+    def load_weight_(self, weight, bias=None):
+        r"""
+        Starts the layer from a deterministic weight (e.g. a pre-trained network's):
+        :math:`v` = ``weight`` and the initial magnitude :math:`\|w_j\|` per unit, which
+        :class:`~pyro_dirmag.infer.DirMagGuide` reads as the initial posterior mean
+        :math:`m` when it is first run. Call it before the guide's first run.
+
+        :param torch.Tensor weight: shaped like ``torch.nn``'s weight for this layer.
+        :param torch.Tensor bias: shape ``(out,)``, or ``None`` to keep the current bias.
+        :returns: ``self``.
+        """
+        if tuple(weight.shape) != self._weight_shape:
+            raise ValueError(
+                f"weight must have shape {self._weight_shape}, got {tuple(weight.shape)}"
+            )
+        if not torch.isfinite(weight).all():
+            raise ValueError("weight must be finite")
+        norms = self._norms(weight)
+        if not (norms > 0).all():
+            raise ValueError(f"weight has {int((norms == 0).sum())} all-zero unit vectors")
+        self.v.copy_(weight)
+        self.magnitude_init.copy_(norms)
+        if not self.magnitude_noise:
+            self.magnitude.copy_(norms)
+        if bias is not None:
+            if self.bias is None or bias.shape != self.bias.shape:
+                raise ValueError(
+                    f"bias must have shape {None if self.bias is None else tuple(self.bias.shape)}"
+                    f", got {tuple(bias.shape)}"
+                )
+            self.bias.copy_(bias)
+        return self
+
     def weight_from(self, magnitude, angle=None, phi=None):
         r"""
         The deterministic weight :math:`g (\cos\epsilon\, u + \sin\epsilon\, \phi)` for
