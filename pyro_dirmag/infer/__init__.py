@@ -5,6 +5,15 @@ from .guide import LOG_ALPHA_MAX, LOG_ALPHA_MIN, DirMagGuide
 from .metrics import accuracy, expected_calibration_error, negative_log_likelihood
 from .predict import PREDICT_MODES, predict
 from .prune import PruneReport, SelectFeatures, mean_weights, prune
+from .recipe import (
+    FlatThenLinear,
+    LinearWarmup,
+    Recipe,
+    choose_thresholds,
+    fit,
+    kl_weight,
+    param_groups,
+)
 from .reparam import PlaneRotationReparam
 from .training import FiniteSVI, NonFiniteLossError
 
@@ -14,6 +23,13 @@ __all__ = [
     "PREDICT_MODES",
     "DirMagELBO",
     "DirMagGuide",
+    "FlatThenLinear",
+    "LinearWarmup",
+    "Recipe",
+    "choose_thresholds",
+    "fit",
+    "kl_weight",
+    "param_groups",
     "FiniteSVI",
     "NonFiniteLossError",
     "PlaneRotationReparam",

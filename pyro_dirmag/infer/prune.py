@@ -21,6 +21,7 @@ every network of :mod:`pyro_dirmag.models` and the README.
 """
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -53,10 +54,11 @@ class PruneReport:
     ``layers`` holds one dict per DirMag layer with keys ``name``, ``kind``
     (``"out"`` units or ``"in"`` features for ``reverse``), ``units_kept`` (units of
     that kind left in the pruned layer), ``units_total``, ``params_kept``,
-    ``params_total`` (weights and biases).
+    ``params_total`` (weights and biases) and ``threshold`` (the layer's threshold);
+    ``threshold`` is the float or per-layer dict :func:`prune` was given.
     """
 
-    threshold: float
+    threshold: object
     layers: list = field(default_factory=list)
 
     @property
@@ -67,17 +69,31 @@ class PruneReport:
     def params_total(self):
         return sum(r["params_total"] for r in self.layers)
 
+    def as_dict(self):
+        """A JSON-ready summary: thresholds, per-layer counts, totals, compression."""
+        return {
+            "threshold": self.threshold,
+            "layers": [dict(r) for r in self.layers],
+            "params_kept": self.params_kept,
+            "params_total": self.params_total,
+            "compression": self.compression,
+        }
+
     @property
     def compression(self):
         """Parameter compression: total weights and biases before / after."""
         return self.params_total / max(self.params_kept, 1)
 
     def __str__(self):
-        lines = [f"pruning at log alpha > {self.threshold:g}"]
+        if isinstance(self.threshold, dict):
+            lines = ["pruning at per-layer log alpha thresholds"]
+        else:
+            lines = [f"pruning at log alpha > {self.threshold:g}"]
         for r in self.layers:
             what = "input features" if r["kind"] == "in" else "units"
             lines.append(
                 f"  {r['name']:<12} {what:<14} kept {r['units_kept']:>5} / {r['units_total']:<5}"
+                f" (log alpha > {r['threshold']:g})"
                 f" params {r['params_kept']:>8} / {r['params_total']:<8}"
             )
         lines.append(
@@ -114,22 +130,24 @@ def prune(model, guide, threshold=3.0):
 
     :param model: the model, a :class:`torch.nn.Module` with DirMag layers.
     :param guide: its fitted :class:`~pyro_dirmag.infer.DirMagGuide`.
-    :param float threshold: the :math:`\log\alpha` above which a unit is dropped.
+    :param threshold: the :math:`\log\alpha` above which a unit is dropped: a float
+        for every layer, or a dict ``{layer name: float}`` naming every DirMag layer
+        (as :func:`~pyro_dirmag.infer.choose_thresholds` returns).
     :returns: ``(pruned_module, report)``; in the copy every DirMag layer is replaced
         by a plain :class:`torch.nn.Linear` / :class:`torch.nn.Conv2d` (preceded by a
         :class:`SelectFeatures` where a ``reverse`` layer dropped network inputs) and
         every ``PyroModule[torch class]`` container by its torch class.
     """
-    threshold = float(threshold)
     layers = dirmag_layers(model)
     if not layers:
         raise ValueError("the model has no DirMag layer to prune")
+    thresholds = _thresholds_per_layer(threshold, [name for name, _ in layers])
     log_alpha = guide.log_alpha()
     mean_network = mean_weights(model, guide)
     unit_keep = []
-    for _, layer in layers:
+    for name, layer in layers:
         if layer.magnitude_noise:
-            unit_keep.append(log_alpha[layer._pyro_get_fullname("magnitude")] <= threshold)
+            unit_keep.append(log_alpha[layer._pyro_get_fullname("magnitude")] <= thresholds[name])
         else:
             unit_keep.append(torch.ones(layer.num_units, dtype=torch.bool))
     # Output masks (never drop the logits of the last layer) and input masks.
@@ -189,9 +207,28 @@ def prune(model, guide, threshold=3.0):
                 "units_total": layer.num_units,
                 "params_kept": kept,
                 "params_total": total,
+                "threshold": thresholds[name],
             }
         )
     return _depyro(pruned), report
+
+
+def _thresholds_per_layer(threshold, names):
+    if isinstance(threshold, dict):
+        unknown = sorted(set(threshold) - set(names))
+        missing = [n for n in names if n not in threshold]
+        if unknown or missing:
+            raise ValueError(
+                f"threshold must name every DirMag layer {names}; unknown {unknown}, "
+                f"missing {missing}"
+            )
+        out = {n: float(threshold[n]) for n in names}
+    else:
+        out = dict.fromkeys(names, float(threshold))
+    bad = [n for n, t in out.items() if math.isnan(t)]
+    if bad:
+        raise ValueError(f"threshold of {bad} is NaN")
+    return out
 
 
 def _plain_layer(layer, weight, bias):

@@ -9,6 +9,7 @@ gradients and raises :class:`NonFiniteLossError` naming the step and the sites o
 parameters responsible, so the parameters stay as they were after the last good step.
 """
 
+import contextlib
 import math
 
 import pyro
@@ -37,17 +38,11 @@ class FiniteSVI(SVI):
         self.num_steps = 0
 
     def step(self, *args, **kwargs):
-        with poutine.trace(param_only=True) as param_capture:
-            try:
-                loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
-            except ValueError as e:
-                if "invalid values" not in str(e):
-                    raise
-                # A distribution rejected a NaN parameter during the forward pass.
-                raise NonFiniteLossError(
-                    f"step {self.num_steps + 1}: non-finite values reached a distribution; "
-                    f"no parameter was updated. {e}"
-                ) from e
+        with (
+            poutine.trace(param_only=True) as param_capture,
+            refuse_invalid_values(self.num_steps + 1),
+        ):
+            loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
         params = {
             site["value"].unconstrained()
             for site in param_capture.trace.nodes.values()
@@ -73,6 +68,20 @@ class FiniteSVI(SVI):
         pyro.infer.util.zero_grads(params)
         self.num_steps += 1
         return loss
+
+
+@contextlib.contextmanager
+def refuse_invalid_values(step):
+    """Turns a distribution's rejection of NaN parameters during the forward pass of
+    step ``step`` into a :class:`NonFiniteLossError` (nothing was updated yet)."""
+    try:
+        yield
+    except ValueError as e:
+        if "invalid values" not in str(e):
+            raise
+        raise NonFiniteLossError(
+            f"step {step}: non-finite values reached a distribution; no parameter was updated. {e}"
+        ) from e
 
 
 @torch.no_grad()

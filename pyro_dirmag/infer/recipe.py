@@ -1,0 +1,386 @@
+r"""
+The training recipe of DirMag models: optimizer, schedules, KL warm-up, and the
+choice of pruning thresholds.
+
+The ELBO of a DirMag model is summed over the :math:`N` training examples
+(the likelihood of a mini-batch of :math:`M` weighs :math:`N/M`), so its gradients
+are :math:`O(N)`. Every choice below was ablated on full MNIST (README, "Training
+recipe"):
+
+* **Optimizer.** :class:`torch.optim.Adam`, one optimizer over all parameters of the
+  model and the guide, in two groups: the noise parameters of
+  :class:`~pyro_dirmag.infer.DirMagGuide` (:math:`\log\lambda`, :math:`\mu`,
+  :math:`\sigma`) at ``noise_lr``, everything else (:math:`v`, biases, :math:`m`) at
+  ``lr``. Pyro's :class:`~pyro.optim.ClippedAdam` clamps every gradient element to
+  :math:`\pm 10`; with :math:`O(N)` gradients most elements are clamped and Adam sees
+  signs. The noise parameters' gradients are almost all KL (:math:`O(1)`), so at the
+  weights' rate they hardly move in a run; they get a higher one.
+* **Learning-rate schedule** :class:`FlatThenLinear`: constant, then linear to 0 over
+  the last ``1 - flat_fraction`` of the steps.
+* **KL warm-up** :class:`LinearWarmup` with :func:`kl_weight`: the KL terms are
+  multiplied by :math:`\beta` rising from 0 to 1 early in the run (the network first
+  fits the data with small noise, then the prior prunes), the full ELBO afterwards.
+* **Initial noise** :math:`\log\alpha = -2` (``init_log_alpha``): noise large enough
+  for its scale to be learned within the run.
+* **Pruning thresholds per layer**, chosen on held-out data by
+  :func:`choose_thresholds`.
+
+Example::
+
+    recipe = Recipe()
+    guide = recipe.guide(model)
+    history = fit(model, guide, x, y, epochs=50, recipe=recipe)
+
+**References:**
+
+[1] C. K. Sønderby, T. Raiko, L. Maaløe, S. K. Sønderby, O. Winther (2016) "Ladder
+    Variational Autoencoders" (KL warm-up)
+
+[2] D. Molchanov, A. Ashukha, D. Vetrov (2017) "Variational Dropout Sparsifies Deep
+    Neural Networks"
+"""
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from pyro.poutine.messenger import Messenger
+
+from .elbo import DirMagELBO
+from .guide import DirMagGuide
+from .training import NonFiniteLossError, refuse_invalid_values
+
+__all__ = [
+    "FlatThenLinear",
+    "LinearWarmup",
+    "Recipe",
+    "choose_thresholds",
+    "fit",
+    "kl_weight",
+    "noise_parameter_names",
+    "param_groups",
+]
+
+
+class KLWeightMessenger(Messenger):
+    r"""
+    Multiplies the log-densities of every latent (non-observed) sample site by
+    ``weight``, so that the ELBO becomes :math:`E_q[\log p(y \mid z)] -
+    \beta\, \mathrm{KL}(q \| p)`. Applied around the whole loss computation it scales
+    the model's and the guide's latent sites alike (the analytic KL of
+    :class:`~pyro.infer.TraceMeanField_ELBO` takes the guide site's scale); observed
+    sites keep their scale. ``weight = 0`` masks the latent terms instead of scaling
+    them (Pyro scales must be positive, and 0 times an infinite term is NaN).
+    """
+
+    def __init__(self, weight):
+        weight = float(weight)
+        if not weight >= 0 or math.isinf(weight):
+            raise ValueError(f"Expected parameter weight ({weight}) to be finite and >= 0")
+        super().__init__()
+        self.weight = weight
+
+    def _process_message(self, msg):
+        if msg["type"] != "sample" or msg["is_observed"] or self.weight == 1.0:
+            return
+        if self.weight == 0.0:
+            msg["mask"] = False
+        else:
+            msg["scale"] = self.weight * msg["scale"]
+
+
+def kl_weight(fn=None, weight=1.0):
+    r"""
+    Handler that multiplies every KL (latent) term of the ELBO by ``weight``
+    (:class:`KLWeightMessenger`)::
+
+        with kl_weight(weight=0.3):
+            loss = elbo.differentiable_loss(model, guide, x, y)
+
+    :param callable fn: a stochastic function (model or guide), or ``None`` to use the
+        handler as a context manager.
+    :param float weight: :math:`\beta \ge 0`.
+    """
+    msngr = KLWeightMessenger(weight)
+    return msngr(fn) if fn is not None else msngr
+
+
+@dataclass(frozen=True)
+class FlatThenLinear:
+    r"""
+    Learning-rate factor of step ``t`` out of ``total_steps``: 1 for the first
+    ``flat_fraction`` of the steps, then linear down to ``final_factor`` at the last
+    step. A picklable callable for :class:`torch.optim.lr_scheduler.LambdaLR`.
+    """
+
+    total_steps: int
+    flat_fraction: float = 0.5
+    final_factor: float = 0.0
+
+    def __post_init__(self):
+        if not (isinstance(self.total_steps, int) and self.total_steps >= 1):
+            raise ValueError(f"total_steps must be a positive int, got {self.total_steps!r}")
+        if not 0 <= self.flat_fraction <= 1:
+            raise ValueError(f"flat_fraction must be in [0, 1], got {self.flat_fraction}")
+        if not 0 <= self.final_factor <= 1:
+            raise ValueError(f"final_factor must be in [0, 1], got {self.final_factor}")
+
+    def __call__(self, step):
+        flat = self.flat_fraction * self.total_steps
+        decay = self.total_steps - flat
+        if step <= flat or decay <= 0:
+            return 1.0
+        progress = min((step - flat) / decay, 1.0)
+        return 1.0 - (1.0 - self.final_factor) * progress
+
+
+@dataclass(frozen=True)
+class LinearWarmup:
+    r"""
+    KL weight :math:`\beta` at training progress ``p`` in ``[0, 1]`` (the fraction of
+    the run done): 0 before ``start``, linear from 0 to 1 between ``start`` and ``end``,
+    1 afterwards. ``start = end = 0`` is the plain ELBO throughout.
+    """
+
+    start: float = 0.02
+    end: float = 0.12
+
+    def __post_init__(self):
+        if not 0 <= self.start <= self.end <= 1:
+            raise ValueError(
+                f"warm-up needs 0 <= start <= end <= 1, got start={self.start}, end={self.end}"
+            )
+
+    def __call__(self, progress):
+        if progress >= self.end:
+            return 1.0
+        if progress <= self.start:
+            return 0.0
+        return (progress - self.start) / (self.end - self.start)
+
+
+_NOISE_CONTAINERS = ("magnitude_log_scale", "angle_loc", "angle_scale")
+
+
+def noise_parameter_names(guide):
+    """Names (in ``guide.named_parameters()``) of the guide's noise parameters:
+    :math:`\\log\\lambda`, :math:`\\mu` and :math:`\\sigma` of every DirMag site."""
+    return [n for n, _ in guide.named_parameters() if n.split(".", 1)[0] in _NOISE_CONTAINERS]
+
+
+def param_groups(model, guide, lr, noise_lr):
+    """
+    Parameter groups for one torch optimizer over ``model`` and ``guide``: the guide's
+    noise parameters (:func:`noise_parameter_names`) at ``noise_lr``, all others at
+    ``lr``. The guide must have been run once (its parameters are created lazily).
+
+    :rtype: list of dict
+    """
+    if isinstance(guide, DirMagGuide):
+        guide._require_setup()
+    noise = set(noise_parameter_names(guide))
+    noise_params = [p for n, p in guide.named_parameters() if n in noise]
+    seen = {id(p) for p in noise_params}
+    other = []
+    for p in list(model.parameters()) + list(guide.parameters()):
+        if id(p) not in seen and p.requires_grad:
+            seen.add(id(p))
+            other.append(p)
+    groups = [{"params": other, "lr": lr, "name": "weights"}]
+    if noise_params:
+        groups.append({"params": noise_params, "lr": noise_lr, "name": "noise"})
+    return groups
+
+
+@dataclass(frozen=True)
+class Recipe:
+    r"""
+    The default training recipe (measured in the README's "Training recipe" table).
+
+    :param float lr: Adam learning rate of :math:`v`, biases and :math:`m`.
+    :param float noise_lr: Adam learning rate of :math:`\log\lambda, \mu, \sigma`.
+    :param float flat_fraction: share of the run at the full learning rate
+        (:class:`FlatThenLinear`).
+    :param float kl_warmup_start: training progress where the KL weight starts rising.
+    :param float kl_warmup_end: training progress where it reaches 1.
+    :param float init_log_alpha: initial :math:`\log\alpha` of the magnitudes.
+    :param float init_angle_scale: initial :math:`\sigma` of the angles.
+    """
+
+    lr: float = 3e-3
+    noise_lr: float = 1e-2
+    flat_fraction: float = 0.5
+    kl_warmup_start: float = 0.02
+    kl_warmup_end: float = 0.12
+    init_log_alpha: float = -2.0
+    init_angle_scale: float = 0.05
+
+    def __post_init__(self):
+        for name in ("lr", "noise_lr", "init_angle_scale"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"Expected parameter {name} ({value}) to be positive")
+        FlatThenLinear(1, self.flat_fraction)  # validates
+        self.kl_schedule()  # validates
+
+    def guide(self, model, **kwargs):
+        """A :class:`~pyro_dirmag.infer.DirMagGuide` with the recipe's initial noise."""
+        kwargs.setdefault("init_log_alpha", self.init_log_alpha)
+        kwargs.setdefault("init_angle_scale", self.init_angle_scale)
+        return DirMagGuide(model, **kwargs)
+
+    def kl_schedule(self):
+        """The KL weight as a function of training progress (:class:`LinearWarmup`)."""
+        return LinearWarmup(self.kl_warmup_start, self.kl_warmup_end)
+
+    def optimizer(self, model, guide):
+        """:class:`torch.optim.Adam` over :func:`param_groups`."""
+        return torch.optim.Adam(param_groups(model, guide, self.lr, self.noise_lr))
+
+    def lr_scheduler(self, optimizer, total_steps):
+        """:class:`~torch.optim.lr_scheduler.LambdaLR` with :class:`FlatThenLinear`."""
+        schedule = FlatThenLinear(int(total_steps), self.flat_fraction)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def fit(
+    model,
+    guide,
+    x,
+    y,
+    *,
+    epochs,
+    batch_size=100,
+    recipe=None,
+    elbo=None,
+    callback=None,
+    generator=None,
+):
+    r"""
+    Trains ``model`` and ``guide`` on ``(x, y)`` with ``recipe`` (a plain loop; the
+    command line trains through PyTorch Lightning with the same pieces).
+
+    Every step computes ``elbo.differentiable_loss`` under :func:`kl_weight` with the
+    recipe's warm-up weight, refuses a non-finite loss or gradient before updating
+    (:class:`~pyro_dirmag.infer.NonFiniteLossError`, parameters untouched), then steps
+    Adam and the learning-rate schedule.
+
+    :param model: a model taking ``(x_batch, y_batch)``.
+    :param guide: its guide (run once here on the first batch if it is new).
+    :param int epochs: passes over the data.
+    :param int batch_size: mini-batch size.
+    :param Recipe recipe: default :class:`Recipe`.
+    :param elbo: default :class:`~pyro_dirmag.infer.DirMagELBO`.
+    :param callable callback: called as ``callback(epoch, record)`` after each epoch,
+        ``record`` a dict with ``epoch``, ``loss`` (mean loss per example),
+        ``kl_weight``, ``lr`` and ``seconds``.
+    :param torch.Generator generator: for the mini-batch order.
+    :returns: the list of per-epoch records.
+    """
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"x and y must have the same, non-zero length, got {len(x)}, {len(y)}")
+    recipe = recipe or Recipe()
+    elbo = elbo or DirMagELBO()
+    with torch.no_grad():
+        guide(x[:batch_size], y[:batch_size])
+    optimizer = recipe.optimizer(model, guide)
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    total = epochs * steps_per_epoch
+    scheduler = recipe.lr_scheduler(optimizer, total)
+    warmup = recipe.kl_schedule()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    history = []
+    step = 0
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        order = torch.randperm(len(x), generator=generator)
+        loss_sum = 0.0
+        for i in range(0, len(x), batch_size):
+            idx = order[i : i + batch_size]
+            beta = warmup(step / total)
+            with kl_weight(weight=beta), refuse_invalid_values(step + 1):
+                loss = elbo.differentiable_loss(model, guide, x[idx], y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            value = float(loss.detach())
+            bad = [p for p in params if p.grad is not None and not p.grad.isfinite().all()]
+            if not math.isfinite(value) or bad:
+                optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(
+                    f"step {step + 1}: loss = {value}, {len(bad)} parameter(s) with non-finite "
+                    "gradients; no parameter was updated"
+                )
+            optimizer.step()
+            scheduler.step()
+            loss_sum += value
+            step += 1
+        record = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / steps_per_epoch / len(x),
+            "kl_weight": warmup(step / total),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start,
+        }
+        history.append(record)
+        if callback is not None:
+            callback(epoch + 1, record)
+    return history
+
+
+@torch.no_grad()
+def choose_thresholds(
+    model, guide, x_val, y_val, candidates=(-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0), tolerance=0.001
+):
+    r"""
+    Per-layer :math:`\log\alpha` pruning thresholds chosen on held-out data.
+
+    Starting from nothing pruned, the layers are visited in order; each gets the
+    smallest candidate threshold (the most pruning) whose pruned mean network keeps
+    the held-out accuracy within ``tolerance`` of the unpruned mean network's, given
+    the thresholds already chosen for the earlier layers.
+
+    :param torch.Tensor x_val: held-out inputs (never the test set).
+    :param torch.Tensor y_val: held-out labels.
+    :param candidates: thresholds to try.
+    :param float tolerance: accuracy (a fraction, 0.001 = 0.1 point) one may lose.
+    :returns: ``({layer name: threshold}, {"reference": acc, "pruned": acc})``.
+    """
+    from ..nn.dirmag import dirmag_layers
+    from .prune import prune
+
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    candidates = sorted(float(c) for c in candidates)
+    if not candidates:
+        raise ValueError("candidates must not be empty")
+    names = [name for name, _ in dirmag_layers(model)]
+    keep_all = math.inf
+
+    def accuracy_at(thresholds):
+        pruned, _ = prune(model, guide, threshold=thresholds)
+        pruned.eval()
+        correct = 0
+        for xb, yb in zip(x_val.split(1000), y_val.split(1000), strict=True):
+            logits = pruned.net(xb) if hasattr(pruned, "net") else pruned(xb)
+            correct += int((logits.argmax(-1) == yb).sum())
+        return correct / len(y_val)
+
+    chosen = dict.fromkeys(names, keep_all)
+    reference = accuracy_at(chosen)
+    current = reference
+    for name in names:
+        for c in candidates:
+            trial = dict(chosen, **{name: c})
+            acc = accuracy_at(trial)
+            if acc >= reference - tolerance:
+                chosen, current = trial, acc
+                break
+    return chosen, {"reference": reference, "pruned": current}
