@@ -55,6 +55,8 @@ def parse_args(argv):
     p.add_argument("--noise-lr", type=float, default=Recipe.noise_lr)
     p.add_argument("--init-log-alpha", type=float, default=Recipe.init_log_alpha)
     p.add_argument("--no-warmup", action="store_true", help="full ELBO from the first step")
+    p.add_argument("--kl-final-weight", type=float, default=Recipe.kl_final_weight)
+    p.add_argument("--clipped-adam", action="store_true", help="pyro's ClippedAdam (ablation)")
     p.add_argument("--flat-fraction", type=float, default=Recipe.flat_fraction)
     p.add_argument("--alpha", type=float, default=0.25, help="Gaussian dropout variance")
     p.add_argument("--phi", default=None, choices=["per_example", "shared"])
@@ -178,6 +180,8 @@ def main(argv=None):
             init_log_alpha=args.init_log_alpha,
             kl_warmup_start=0.0 if args.no_warmup else Recipe.kl_warmup_start,
             kl_warmup_end=0.0 if args.no_warmup else Recipe.kl_warmup_end,
+            kl_final_weight=args.kl_final_weight,
+            grad_clip=10.0 if args.clipped_adam else None,
         )
         guide = recipe.guide(model)
         fit(

@@ -304,3 +304,25 @@ def test_recipe_guide_uses_recipe_initial_noise():
 def test_recipe_is_the_readme_default():
     r = Recipe()
     assert (r.lr, r.noise_lr, r.init_log_alpha) == (3e-3, 1e-2, -2.0)
+
+
+def test_warmup_final_weight_and_its_validation():
+    w = LinearWarmup(0.0, 0.5, final=3.0)
+    assert (w(0.25), w(0.5), w(1.0)) == (pytest.approx(1.5), 3.0, 3.0)
+    with pytest.raises(ValueError, match="final"):
+        LinearWarmup(0.0, 0.5, final=0.0)
+    assert Recipe(kl_final_weight=2.0).kl_schedule()(1.0) == 2.0
+
+
+def test_grad_clip_switches_to_clipped_adam():
+    from pyro.optim.clipped_adam import ClippedAdam
+
+    model, x, y = _tiny_problem()
+    guide = Recipe().guide(model)
+    guide(x[:4], y[:4])
+    assert type(Recipe().optimizer(model, guide)) is torch.optim.Adam
+    clipped = Recipe(grad_clip=10.0).optimizer(model, guide)
+    assert isinstance(clipped, ClippedAdam)
+    assert clipped.param_groups[0]["clip_norm"] == 10.0
+    with pytest.raises(ValueError, match="grad_clip"):
+        Recipe(grad_clip=0.0)
