@@ -74,7 +74,7 @@ class DirMagGuide(AutoGuide):
     :class:`~pyro.infer.TraceMeanField_ELBO`::
 
         guide = DirMagGuide(net)
-        svi = SVI(net, guide, ClippedAdam({"lr": 1e-3}), TraceMeanField_ELBO())
+        svi = SVI(net, guide, pyro.optim.Adam({"lr": 3e-3}), TraceMeanField_ELBO())
 
     Initialization: :math:`m` from the layer's weight-norm init (:math:`\|v\|`),
     :math:`\log\alpha` = ``init_log_alpha`` (small :math:`\lambda`), :math:`\mu` =
