@@ -1,6 +1,6 @@
 """
 Variance of the ELBO gradient of LeNet-300-100 at batch 100: the thesis's shared phi
-(one direction noise draw per mini-batch) against per-example phi (MATH.md section 5).
+(one direction noise draw per mini-batch) against per-example phi (docs/MATH.md section 5).
 
 The same parameters and the same mini-batch are used for both; only the noise
 changes between draws, so the variance measured is the noise's. Reported per

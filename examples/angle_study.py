@@ -17,7 +17,7 @@ between the clean and the perturbed vector, and overlay the exact angle density:
                         {2^{k/2 - 1} \\Gamma(k/2)} \\, M_k(\\cos\\theta / s),\\qquad
       M_k(t) = \\int_0^\\infty r^k \\varphi(r - t)\\, dr,
 
-  the density of MATH.md section 7 times the area ``A_{n-2} sin^{n-2} theta`` of the
+  the density of docs/MATH.md section 7 times the area ``A_{n-2} sin^{n-2} theta`` of the
   circle of points at angle ``theta``. ``M_k`` is a log-concave integral computed by
   quadrature around its peak ``r* = (t + sqrt(t^2 + 4k)) / 2``.
 

@@ -1,6 +1,6 @@
 r"""
 Predictions of a DirMag model: class probabilities from the mean network, from one
-sampled network, or from an ensemble of networks (thesis eq. 49; MATH.md section 6).
+sampled network, or from an ensemble of networks (thesis eq. 49; docs/MATH.md section 6).
 
 All three run the model through :class:`pyro.infer.Predictive` on chunks of the input,
 so memory stays bounded whatever the size of the input: the per-example latent

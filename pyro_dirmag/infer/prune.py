@@ -1,5 +1,5 @@
 r"""
-Structured pruning of a fitted DirMag model (thesis section 4.1; MATH.md section 3).
+Structured pruning of a fitted DirMag model (thesis section 4.1; docs/MATH.md section 3).
 
 A unit whose :math:`\log\alpha = 2(\log\lambda - \log|m|)` exceeds a threshold has a
 magnitude posterior dominated by noise and carries no signal; the reference code of

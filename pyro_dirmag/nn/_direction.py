@@ -3,12 +3,12 @@ Sampling helpers for the direction noise of the DirMag layers.
 
 The direction of unit :math:`j` is :math:`\cos(\epsilon_j) u_j + \sin(\epsilon_j) \phi_j`
 with :math:`\phi_j` uniform on the unit sphere of the tangent space at :math:`u_j`
-(MATH.md section 4). Three ways of drawing :math:`\phi` are provided:
+(docs/MATH.md section 4). Three ways of drawing :math:`\phi` are provided:
 
 * :func:`tangent_uniform`: explicit draws, used for the thesis's "shared" form (one
   :math:`\Phi` per mini-batch) and for per-example convolution kernels;
 * :func:`tangent_projection`: the exact law of the scalar :math:`t = \phi_j \cdot x / \|x_\perp\|`
-  for a dense layer (MATH.md section 5), so that every example gets its own
+  for a dense layer (docs/MATH.md section 5), so that every example gets its own
   :math:`\phi` at the cost of a few elementwise operations;
 * :func:`tangent_term`: :math:`\phi_{ij} \cdot x_i = \|x_{i\perp j}\|\, t_{ij}` from
   those draws, the one-matmul identity of the noisy layers (the dense DirMag layers
@@ -244,7 +244,7 @@ def tangent_term(x, ux, floor):
     r"""
     Draws :math:`\phi_{ij} \cdot x_i` for :math:`\phi_{ij}` uniform on the unit sphere of
     the tangent space at :math:`u_j`, independently per example :math:`i` and unit
-    :math:`j`, without forming :math:`\phi` (MATH.md section 5):
+    :math:`j`, without forming :math:`\phi` (docs/MATH.md section 5):
 
     .. math::
 

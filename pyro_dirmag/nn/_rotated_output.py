@@ -3,7 +3,7 @@ The output of a dense DirMag layer with per-example noise, as one autograd node.
 
 With :math:`s_{ij} = u_j \cdot x_i` (one matmul) and the tangent draw :math:`t_{ij}`
 of :func:`~pyro_dirmag.nn._direction.tangent_projection`, unit :math:`j` answers
-example :math:`i` with (MATH.md section 5)
+example :math:`i` with (docs/MATH.md section 5)
 
 .. math::
 

@@ -1,6 +1,6 @@
 r"""
 Bayesian weight-normalized layers with noise on the magnitude and on the direction of
-each unit's weight vector (thesis sections 4.1-4.3; MATH.md sections 1, 3-5).
+each unit's weight vector (thesis sections 4.1-4.3; docs/MATH.md sections 1, 3-5).
 
 Unit :math:`j` of a layer has the weight vector
 
@@ -42,7 +42,7 @@ auxiliary noise drawn inside the layer rather than a Pyro site). The direction
   for the whole input.
 * *Direction noise per example.* ``phi="per_example"`` (default) gives every example
   its own :math:`\phi`: exact and cheap for dense layers through
-  :math:`\phi_j \cdot x = \|x_{\perp j}\|\, t` (MATH.md section 5,
+  :math:`\phi_j \cdot x = \|x_{\perp j}\|\, t` (docs/MATH.md section 5,
   :func:`~pyro_dirmag.nn._direction.tangent_projection`), exact for convolutions
   through one grouped convolution with per-example kernels. ``phi="shared"`` is the
   thesis's form (one :math:`\Phi` per mini-batch); ``phi="mean"`` replaces
@@ -438,7 +438,7 @@ class DirMagLinear(_DirMagLayer):
         return F.linear(x, weight)
 
     def _per_example_output(self, x, u, s, g, eps, bias):
-        # phi_j . x = ||x_perp_j|| t (MATH.md section 5), the whole output as one autograd
+        # phi_j . x = ||x_perp_j|| t (docs/MATH.md section 5), the whole output as one autograd
         # node (pyro_dirmag.nn._rotated_output): the dense layers' training-step hot spot.
         # The floor keeps the square root's gradient finite where x is parallel to u_j.
         t = tangent_projection(self.in_features, s.shape, dtype=s.dtype, device=s.device)

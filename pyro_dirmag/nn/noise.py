@@ -66,8 +66,8 @@ __all__ = [
 ]
 
 ROTATION_NOISES = ("rotation_normal", "rotation_beta")
-#: direction noises that are plane rotations (MATH.md section 4), so that a dense layer can
-#: draw them per example with the one-matmul identity of MATH.md section 5.
+#: direction noises that are plane rotations (docs/MATH.md section 4), so that a dense layer can
+#: draw them per example with the one-matmul identity of docs/MATH.md section 5.
 PLANE_ROTATION_NOISES = ("tangent",) + ROTATION_NOISES
 DIRECTION_NOISES = ("projected", "tangent") + ROTATION_NOISES
 NOISES = ("gaussian",) + DIRECTION_NOISES
@@ -116,7 +116,7 @@ def angle_distribution(noise, alpha, dim=None, *, dtype=None, device=None):
 
     ``"rotation_normal"`` and ``"rotation_beta"`` have angles on ``[-pi/2, pi/2]``;
     ``"tangent"`` is the plane rotation by ``arctan(sqrt(alpha) r)``, ``r ~ chi(dim - 1)``
-    (:class:`~pyro_dirmag.distributions.TangentNormalAngle`, MATH.md section 4), which
+    (:class:`~pyro_dirmag.distributions.TangentNormalAngle`, docs/MATH.md section 4), which
     depends on the dimension ``dim`` of the sphere's ambient space.
 
     :param str noise: one of :data:`PLANE_ROTATION_NOISES`.

@@ -27,7 +27,7 @@ Where the noise enters, and how many draws are made:
   reparameterization ``y_j ~ N(x . w_j, alpha sum_k x_k^2 w_jk^2)`` (thesis 3.4);
   the plane-rotation noises (``rotation_*`` and ``tangent``, whose angle is
   ``arctan(sqrt(alpha) r)``, ``r ~ chi(n - 1)``) on a dense layer through the
-  one-matmul identity of MATH.md section 5,
+  one-matmul identity of docs/MATH.md section 5,
 
   .. math::
 
@@ -266,7 +266,7 @@ class NoisyWeightNorm(nn.Module):
 
 def _rotated_projection(x, u, noise, alpha):
     """``x . u_hat_ij`` for ``u_hat_ij`` a plane-rotation draw around ``u_j``, independent per
-    example ``i`` and unit ``j``, without forming ``u_hat`` (MATH.md section 5).
+    example ``i`` and unit ``j``, without forming ``u_hat`` (docs/MATH.md section 5).
 
     :param torch.Tensor x: inputs, shape ``(..., n)``.
     :param torch.Tensor u: unit directions, shape ``(out, n)``.

@@ -7,7 +7,7 @@ with the KL counted once per step and the likelihood weighed by N/M, whatever th
 batch size. The references below are computed independently of the library's
 layers and guide: global weights drawn with numpy/scipy from the guide's parameter
 values, Monte Carlo likelihood on the whole data set, analytic KL from the formulas
-(MATH.md sections 3-5) and scipy's truncated normal.
+(docs/MATH.md sections 3-5) and scipy's truncated normal.
 """
 
 import math
@@ -210,7 +210,7 @@ def test_loss_is_unbiased_elbo(make, shape, batch, elbo, draws):
     se_ref = lls.std() / math.sqrt(len(lls))
     # Counting the KL once per copy, or forgetting N/M, would be off by tens of nats;
     # Trace_ELBO estimates the exact KL, which differs from Molchanov's approximation
-    # by about 2 nats per unit (MATH.md section 3), so it is checked against the former.
+    # by about 2 nats per unit (docs/MATH.md section 3), so it is checked against the former.
     assert abs(estimate - reference) < 4 * math.hypot(se, se_ref) + 1e-6, (
         estimate,
         reference,
