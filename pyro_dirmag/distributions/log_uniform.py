@@ -10,6 +10,22 @@ from ._support import all_within
 _EMPTY = torch.Size()
 
 
+class _NegLogAbs(torch.autograd.Function):
+    r"""``-log|x|`` with the derivative :math:`-1/x` everywhere, including ``x = 0``:
+    ``-inf`` at ``+0`` and ``+inf`` at ``-0`` (the limits from the zero's side). Autograd
+    through ``abs`` and ``log`` gives ``0 * inf = NaN`` there (``abs``' subgradient 0)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.abs().log().neg()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return -grad / x  # differentiable: second derivatives are 1 / x^2
+
+
 class LogUniform(TorchDistribution):
     r"""
     Improper log-uniform (scale-invariant) prior on the real line,
@@ -17,7 +33,8 @@ class LogUniform(TorchDistribution):
     .. math:: p(x) \propto \frac{1}{|x|}, \qquad \log p(x) = -\log |x|,
 
     the magnitude prior of sparse variational dropout [1]. It is improper: it can
-    score a value (``+inf`` at 0, never NaN) but not be sampled, so use it where
+    score a value (``+inf`` at 0, never NaN, with the derivative :math:`-1/x`, an
+    infinity of the zero's sign at 0) but not be sampled, so use it where
     only ``log_prob`` and the registered
     ``kl_divergence(Normal, LogUniform)`` are needed (the Molchanov et al.
     approximation, see :mod:`pyro_dirmag.distributions.kl`). Where a sampleable
@@ -39,9 +56,31 @@ class LogUniform(TorchDistribution):
     def __init__(self, batch_shape=_EMPTY, *, validate_args=None):
         super().__init__(torch.Size(batch_shape), validate_args=validate_args)
 
+    @classmethod
+    def infer_shapes(cls, **arg_shapes):
+        """Not available: the batch shape is the constructor's argument itself, not the
+        shape of a tensor parameter, so it cannot be inferred from argument shapes.
+
+        :raises NotImplementedError: always.
+        """
+        raise NotImplementedError(
+            "LogUniform has no tensor parameters: its batch_shape is given directly, "
+            "LogUniform(batch_shape), and cannot be inferred from argument shapes"
+        )
+
     def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        # Tensor.expand's rule: existing dimensions keep their size or grow from 1.
+        if len(batch_shape) < len(self.batch_shape) or any(
+            old not in (1, new)
+            for old, new in zip(self.batch_shape[::-1], batch_shape[::-1], strict=False)
+        ):
+            raise ValueError(
+                f"Expected parameter batch_shape {tuple(batch_shape)} to be an expansion of "
+                f"the batch shape {tuple(self.batch_shape)} (sizes equal or grown from 1)"
+            )
         new = self._get_checked_instance(LogUniform, _instance)
-        super(LogUniform, new).__init__(torch.Size(batch_shape), validate_args=False)
+        super(LogUniform, new).__init__(batch_shape, validate_args=False)
         new._validate_args = self.__dict__.get("_validate_args")
         return new
 
@@ -58,7 +97,7 @@ class LogUniform(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         shape = broadcast_size(value.shape, self.batch_shape)
-        return value.abs().log().neg().expand(shape)
+        return _NegLogAbs.apply(value).expand(shape)
 
 
 class _SymmetricInterval(constraints.Constraint):

@@ -28,6 +28,15 @@ def _support_bounds(support, like):
     return low, high
 
 
+def _sphere_shapes(loc, *batch_shapes):
+    """``(batch_shape, event_shape)`` of a law on the sphere with mean direction(s) of
+    shape ``loc`` and other parameters of batch shapes ``batch_shapes``."""
+    loc = torch.Size(loc)
+    if len(loc) < 1:
+        raise ValueError(f"Expected parameter loc to have shape batch + (n,), but found {loc}")
+    return broadcast_size(loc[:-1], *batch_shapes), loc[-1:]
+
+
 class PlaneRotation(TorchDistribution):
     r"""
     Rotation of a mean direction by a random angle in a random plane: a
@@ -120,6 +129,19 @@ class PlaneRotation(TorchDistribution):
                     "Expected parameter angle to have its support inside [-pi, pi], "
                     f"but found support {self.angle.support!r}"
                 )
+
+    @classmethod
+    def infer_shapes(cls, loc, angle=()):
+        """
+        Batch and event shapes of ``PlaneRotation(loc, angle)`` from the argument shapes.
+
+        :param tuple loc: shape of ``loc``, ``batch + (n,)``.
+        :param tuple angle: the **batch shape** of the angle law (a distribution has
+            no tensor shape; default ``()``).
+        :returns: ``(broadcast(loc[:-1], angle), loc[-1:])``.
+        :rtype: tuple
+        """
+        return _sphere_shapes(loc, angle)
 
     @property
     def has_rsample(self):

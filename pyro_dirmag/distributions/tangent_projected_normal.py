@@ -8,7 +8,7 @@ from torch.distributions import Chi2
 
 from .._shapes import broadcast_size
 from ._sphere import _FUSED_MIN_DIM, _dot, gauss_legendre, geodesic_angle, tangent_project
-from .plane_rotation import PlaneRotation
+from .plane_rotation import PlaneRotation, _sphere_shapes
 
 _EMPTY = torch.Size()
 
@@ -128,6 +128,14 @@ class TangentProjectedNormal(PlaneRotation):
         self.scale = scale.expand(batch_shape)
         angle = TangentNormalAngle(self.scale, loc.size(-1) - 1, validate_args=False)
         super().__init__(loc, angle, validate_args=validate_args)
+
+    @classmethod
+    def infer_shapes(cls, loc, scale=()):
+        """
+        Batch and event shapes of ``TangentProjectedNormal(loc, scale)`` from the shapes
+        of its arguments: ``(broadcast(loc[:-1], scale), loc[-1:])``.
+        """
+        return _sphere_shapes(loc, scale)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(TangentProjectedNormal, _instance)
