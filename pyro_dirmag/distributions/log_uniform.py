@@ -4,7 +4,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
-from .._shapes import broadcast_size
+from .._shapes import broadcast_size, shape_mismatch
 from ._support import all_within
 
 _EMPTY = torch.Size()
@@ -54,7 +54,12 @@ class LogUniform(TorchDistribution):
     has_rsample = False
 
     def __init__(self, batch_shape=_EMPTY, *, validate_args=None):
-        super().__init__(torch.Size(batch_shape), validate_args=validate_args)
+        batch_shape = torch.Size(batch_shape)
+        if any(size < 0 for size in batch_shape):
+            raise ValueError(
+                f"Expected parameter batch_shape to have sizes >= 0, but found {batch_shape}"
+            )
+        super().__init__(batch_shape, validate_args=validate_args)
 
     @classmethod
     def infer_shapes(cls, **arg_shapes):
@@ -148,7 +153,10 @@ class SymmetricLogUniform(TorchDistribution):
         low, high = (
             x if isinstance(x, torch.Tensor) else torch.tensor(float(x)) for x in (low, high)
         )
-        self.low, self.high = torch.broadcast_tensors(low, high)
+        try:
+            self.low, self.high = torch.broadcast_tensors(low, high)
+        except RuntimeError:
+            raise shape_mismatch(low=low.shape, high=high.shape) from None
         super().__init__(self.low.shape, validate_args=validate_args)
         if self._validate_args and not (self.low < self.high).all():
             raise ValueError(

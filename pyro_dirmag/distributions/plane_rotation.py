@@ -5,7 +5,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import Distribution
 
-from .._shapes import broadcast_size
+from .._shapes import broadcast_size, shape_mismatch
 from ._sphere import (
     gauss_legendre,
     geodesic_angle,
@@ -117,7 +117,10 @@ class PlaneRotation(TorchDistribution):
                 "Expected parameter angle to be a univariate distribution (event_shape ()), "
                 f"but found {angle!r}"
             )
-        batch_shape = broadcast_size(loc.shape[:-1], angle.batch_shape)
+        try:
+            batch_shape = broadcast_size(loc.shape[:-1], angle.batch_shape)
+        except ValueError:
+            raise shape_mismatch(loc=loc.shape[:-1], angle=angle.batch_shape) from None
         event_shape = loc.shape[-1:]
         self.loc = loc.expand(batch_shape + event_shape)
         self.angle = angle if angle.batch_shape == batch_shape else angle.expand(batch_shape)

@@ -8,7 +8,7 @@ from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
 from .._autograd import first_order_only
-from .._shapes import broadcast_size
+from .._shapes import broadcast_size, shape_mismatch
 from ._normal_tails import (
     _DEEP_TAIL,
     _LOG_S_COEFFS,
@@ -296,7 +296,12 @@ class TruncatedNormal(TorchDistribution):
     has_rsample = True
 
     def __init__(self, loc, scale, low, high, *, validate_args=None):
-        self.loc, self.scale, self.low, self.high = broadcast_all(loc, scale, low, high)
+        try:
+            self.loc, self.scale, self.low, self.high = broadcast_all(loc, scale, low, high)
+        except RuntimeError:
+            params = {"loc": loc, "scale": scale, "low": low, "high": high}
+            shapes = {name: getattr(p, "shape", ()) for name, p in params.items()}
+            raise shape_mismatch(**shapes) from None
         # The parameters before broadcasting (stride-0 dimensions dropped): every per-law
         # quantity (standardized bounds, normalizer, masks, moments) is computed on these
         # and broadcast, so that a law expanded to many copies costs one law, not one per
