@@ -179,7 +179,9 @@ class SymmetricLogUniform(TorchDistribution):
 
     @property
     def _log_ratio(self):
-        return self.high.log() - self.low.log()
+        # log(b/a) = log1p((b - a)/a): b - a is exact for b <= 2a (Sterbenz), where the
+        # difference of logarithms would cancel (narrow intervals in float32).
+        return torch.log1p((self.high - self.low) / self.low)
 
     def rsample(self, sample_shape=_EMPTY):
         shape = self._extended_shape(sample_shape)
@@ -219,14 +221,15 @@ class SymmetricLogUniform(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         a = value.abs().clamp(self.low, self.high)
-        half = 0.5 * (a.log() - self.low.log()) / self._log_ratio
+        half = 0.5 * torch.log1p((a - self.low) / self.low) / self._log_ratio
         return torch.where(value < 0, 0.5 - half, 0.5 + half)
 
     def icdf(self, value):
         # Inverting cdf: u < 1/2: x = -a (b/a)^(1 - 2u); u >= 1/2: x = a (b/a)^(2u - 1).
         neg = value < 0.5
         e = torch.where(neg, 1 - 2 * value, 2 * value - 1)
-        mag = (self.low.log() + e * self._log_ratio).exp()
+        # a (b/a)^e, kept inside [a, b] against rounding (narrow intervals in float32)
+        mag = (self.low * torch.exp(e * self._log_ratio)).clamp(self.low, self.high)
         return torch.where(neg, -mag, mag)
 
     @property
@@ -235,7 +238,7 @@ class SymmetricLogUniform(TorchDistribution):
 
     @property
     def variance(self):
-        return (self.high.square() - self.low.square()) / (2 * self._log_ratio)
+        return (self.high - self.low) * (self.high + self.low) / (2 * self._log_ratio)
 
     def entropy(self):
         return 0.5 * (self.low.log() + self.high.log()) + (2 * self._log_ratio).log()
