@@ -507,7 +507,8 @@ def check_entropy_monte_carlo(d, h, num_samples=2000):
 
 def _singular_beta(angle):
     """A Beta angle with c < 1: its density is singular at +-pi/2, where PlaneRotation's
-    quadrature in the angle (no icdf) is too coarse (see test_plane_rotation_entropy...)."""
+    quadrature in the angle (no icdf) is too coarse (see
+    test_plane_rotation_entropy_of_singular_beta_angle)."""
     return isinstance(angle, StretchedSymmetricBeta) and bool((angle.concentration < 1).any())
 
 
@@ -543,6 +544,20 @@ def check_plane_rotation(data):
     check_no_nan_grads(d.rsample(sample_shape), params)
     check_no_nan_grads(d.log_prob(x.detach()), params)
     check_no_nan_grads(d.mean, params)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect: PlaneRotation.entropy integrates the angle's density by "
+    "Gauss-Legendre in the angle, which misses Beta(c < 1)'s endpoint singularities "
+    "(for c = 0.1, 14 % of the mass lies within 1e-8 of +-pi/2)",
+)
+@pytest.mark.parametrize("c", [0.1, 0.3])
+def test_plane_rotation_entropy_of_singular_beta_angle(c):
+    torch.manual_seed(0)
+    loc = unit_vectors((), 3, torch.float64, seed=0)
+    d = PlaneRotation(loc, StretchedSymmetricBeta(torch.tensor(c, dtype=torch.float64)))
+    check_entropy_monte_carlo(d, d.entropy(), num_samples=20000)
 
 
 @FAST
