@@ -28,13 +28,16 @@ def _support_bounds(support, like):
     return low, high
 
 
-def _sphere_shapes(loc, *batch_shapes):
+def _sphere_shapes(loc, **batch_shapes):
     """``(batch_shape, event_shape)`` of a law on the sphere with mean direction(s) of
-    shape ``loc`` and other parameters of batch shapes ``batch_shapes``."""
+    shape ``loc`` and other parameters of the named batch shapes."""
     loc = torch.Size(loc)
     if len(loc) < 1:
         raise ValueError(f"Expected parameter loc to have shape batch + (n,), but found {loc}")
-    return broadcast_size(loc[:-1], *batch_shapes), loc[-1:]
+    try:
+        return broadcast_size(loc[:-1], *batch_shapes.values()), loc[-1:]
+    except ValueError:
+        raise shape_mismatch(loc=loc[:-1], **batch_shapes) from None
 
 
 class PlaneRotation(TorchDistribution):
@@ -144,7 +147,7 @@ class PlaneRotation(TorchDistribution):
         :returns: ``(broadcast(loc[:-1], angle), loc[-1:])``.
         :rtype: tuple
         """
-        return _sphere_shapes(loc, angle)
+        return _sphere_shapes(loc, angle=angle)
 
     @property
     def has_rsample(self):

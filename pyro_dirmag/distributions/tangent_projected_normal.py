@@ -138,7 +138,7 @@ class TangentProjectedNormal(PlaneRotation):
         Batch and event shapes of ``TangentProjectedNormal(loc, scale)`` from the shapes
         of its arguments: ``(broadcast(loc[:-1], scale), loc[-1:])``.
         """
-        return _sphere_shapes(loc, scale)
+        return _sphere_shapes(loc, scale=scale)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(TangentProjectedNormal, _instance)
