@@ -10,6 +10,7 @@ check ``infer_shapes`` against the shapes of the law they build.
 import math
 
 import numpy as np
+import pytest
 import scipy.stats
 import torch
 from torch.distributions import Uniform
@@ -19,6 +20,7 @@ from pyro_dirmag.distributions import (
     PlaneRotation,
     StretchedSymmetricBeta,
     SymmetricLogUniform,
+    TangentNormalAngle,
     TangentProjectedNormal,
     TruncatedNormal,
 )
@@ -99,6 +101,13 @@ def _stretched_beta_logpdf(d, x):
     c = d.concentration.double().numpy()
     u = ((math.pi / 2 - np.abs(x)) + 6.123233995736766e-17) / math.pi
     return scipy.stats.beta(c, c).logpdf(u) - math.log(math.pi)
+
+
+def _tangent_normal_angle_logpdf(d, x):
+    # r = tan(t) / scale is chi with df degrees of freedom
+    scale = d.scale.double().numpy()
+    r = np.tan(x) / scale
+    return scipy.stats.chi(d.df).logpdf(r) - np.log(scale) - 2 * np.log(np.cos(x))
 
 
 def _off_sphere(d):
@@ -188,6 +197,20 @@ FIXTURES = [
         outside=lambda d: torch.full_like(d.concentration, 2.0),
     ),
     Fixture(
+        TangentNormalAngle,
+        [
+            lambda dtype: TangentNormalAngle(_t([0.1, 1.0], dtype), 2),
+            lambda dtype: TangentNormalAngle(_t(0.05, dtype), 99),
+        ],
+        arguments=[lambda dtype: dict(scale=_t([[0.3], [2.0]], dtype), df=1)],
+        scipy_logpdf=_tangent_normal_angle_logpdf,
+        bad=[
+            (lambda dtype: TangentNormalAngle(_t(-1.0, dtype), 2), "scale"),
+            (lambda dtype: TangentNormalAngle(_t(1.0, dtype), 0), "df"),
+        ],
+        outside=lambda d: torch.full_like(d.scale, -0.5),
+    ),
+    Fixture(
         PlaneRotation,
         [
             lambda dtype: PlaneRotation(
@@ -243,6 +266,12 @@ FIXTURES = [
         outside=_off_sphere,
     ),
 ]
+
+
+@pytest.fixture
+def contract_names():
+    """The names of the laws in ``FIXTURES``."""
+    return [f.name for f in FIXTURES]
 
 
 def pytest_generate_tests(metafunc):

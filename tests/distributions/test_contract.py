@@ -12,6 +12,8 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import Distribution
 
+import pyro_dirmag.distributions
+
 DTYPES = [torch.float32, torch.float64]
 NUM_SAMPLES = 20000
 
@@ -157,6 +159,10 @@ def test_pickle_round_trip(contract, dtype):
         assert type(clone) is type(d) and clone.batch_shape == d.batch_shape
         x = probe(d, (3,)).to(dtype)
         assert torch.equal(clone.log_prob(x), d.log_prob(x))
+
+
+def test_every_exported_law_has_a_fixture(contract_names):
+    assert set(contract_names) == set(pyro_dirmag.distributions.__all__)
 
 
 # ------------------------------------------------------------------ Pyro's generic checks
