@@ -49,8 +49,18 @@ _DEEP_TAIL = {torch.float16: 7.0, torch.bfloat16: 7.0, torch.float32: 7.0, torch
 
 
 def log1mexp(x):
-    """``log(1 - exp(x))`` for ``x <= 0``, accurate at both ends (Maechler 2012)."""
-    return torch.where(x > _LOG_HALF, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    """``log(1 - exp(x))`` for ``x <= 0``, accurate at both ends (Maechler 2012).
+
+    Each branch is evaluated at a stand-in where it is not taken, so that its derivative
+    there is finite: ``log1p(-exp(x))`` has an infinite one where ``exp(x)`` rounds to 1,
+    and ``torch.where`` would turn it into NaN (0 * inf) in the gradient.
+    """
+    near = x > _LOG_HALF
+    return torch.where(
+        near,
+        torch.log(-torch.expm1(torch.where(near, x, _LOG_HALF))),
+        torch.log1p(-torch.exp(torch.where(near, _LOG_HALF, x))),
+    )
 
 
 def log_erfcx_neg(y):

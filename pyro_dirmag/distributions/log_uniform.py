@@ -4,10 +4,26 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
-from .._shapes import broadcast_size
+from .._shapes import broadcast_size, shape_mismatch
 from ._support import all_within
 
 _EMPTY = torch.Size()
+
+
+class _NegLogAbs(torch.autograd.Function):
+    r"""``-log|x|`` with the derivative :math:`-1/x` everywhere, including ``x = 0``:
+    ``-inf`` at ``+0`` and ``+inf`` at ``-0`` (the limits from the zero's side). Autograd
+    through ``abs`` and ``log`` gives ``0 * inf = NaN`` there (``abs``' subgradient 0)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.abs().log().neg()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return -grad / x  # differentiable: second derivatives are 1 / x^2
 
 
 class LogUniform(TorchDistribution):
@@ -17,7 +33,8 @@ class LogUniform(TorchDistribution):
     .. math:: p(x) \propto \frac{1}{|x|}, \qquad \log p(x) = -\log |x|,
 
     the magnitude prior of sparse variational dropout [1]. It is improper: it can
-    score a value (``+inf`` at 0, never NaN) but not be sampled, so use it where
+    score a value (``+inf`` at 0, never NaN, with the derivative :math:`-1/x`, an
+    infinity of the zero's sign at 0) but not be sampled, so use it where
     only ``log_prob`` and the registered
     ``kl_divergence(Normal, LogUniform)`` are needed (the Molchanov et al.
     approximation, see :mod:`pyro_dirmag.distributions.kl`). Where a sampleable
@@ -37,11 +54,38 @@ class LogUniform(TorchDistribution):
     has_rsample = False
 
     def __init__(self, batch_shape=_EMPTY, *, validate_args=None):
-        super().__init__(torch.Size(batch_shape), validate_args=validate_args)
+        batch_shape = torch.Size(batch_shape)
+        if any(size < 0 for size in batch_shape):
+            raise ValueError(
+                f"Expected parameter batch_shape to have sizes >= 0, but found {batch_shape}"
+            )
+        super().__init__(batch_shape, validate_args=validate_args)
+
+    @classmethod
+    def infer_shapes(cls, **arg_shapes):
+        """Not available: the batch shape is the constructor's argument itself, not the
+        shape of a tensor parameter, so it cannot be inferred from argument shapes.
+
+        :raises NotImplementedError: always.
+        """
+        raise NotImplementedError(
+            "LogUniform has no tensor parameters: its batch_shape is given directly, "
+            "LogUniform(batch_shape), and cannot be inferred from argument shapes"
+        )
 
     def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        # Tensor.expand's rule: existing dimensions keep their size or grow from 1.
+        if len(batch_shape) < len(self.batch_shape) or any(
+            old not in (1, new)
+            for old, new in zip(self.batch_shape[::-1], batch_shape[::-1], strict=False)
+        ):
+            raise ValueError(
+                f"Expected parameter batch_shape {tuple(batch_shape)} to be an expansion of "
+                f"the batch shape {tuple(self.batch_shape)} (sizes equal or grown from 1)"
+            )
         new = self._get_checked_instance(LogUniform, _instance)
-        super(LogUniform, new).__init__(torch.Size(batch_shape), validate_args=False)
+        super(LogUniform, new).__init__(batch_shape, validate_args=False)
         new._validate_args = self.__dict__.get("_validate_args")
         return new
 
@@ -58,7 +102,7 @@ class LogUniform(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         shape = broadcast_size(value.shape, self.batch_shape)
-        return value.abs().log().neg().expand(shape)
+        return _NegLogAbs.apply(value).expand(shape)
 
 
 class _SymmetricInterval(constraints.Constraint):
@@ -109,7 +153,10 @@ class SymmetricLogUniform(TorchDistribution):
         low, high = (
             x if isinstance(x, torch.Tensor) else torch.tensor(float(x)) for x in (low, high)
         )
-        self.low, self.high = torch.broadcast_tensors(low, high)
+        try:
+            self.low, self.high = torch.broadcast_tensors(low, high)
+        except RuntimeError:
+            raise shape_mismatch(low=low.shape, high=high.shape) from None
         super().__init__(self.low.shape, validate_args=validate_args)
         if self._validate_args and not (self.low < self.high).all():
             raise ValueError(
@@ -132,7 +179,9 @@ class SymmetricLogUniform(TorchDistribution):
 
     @property
     def _log_ratio(self):
-        return self.high.log() - self.low.log()
+        # log(b/a) = log1p((b - a)/a): b - a is exact for b <= 2a (Sterbenz), where the
+        # difference of logarithms would cancel (narrow intervals in float32).
+        return torch.log1p((self.high - self.low) / self.low)
 
     def rsample(self, sample_shape=_EMPTY):
         shape = self._extended_shape(sample_shape)
@@ -172,14 +221,15 @@ class SymmetricLogUniform(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         a = value.abs().clamp(self.low, self.high)
-        half = 0.5 * (a.log() - self.low.log()) / self._log_ratio
+        half = 0.5 * torch.log1p((a - self.low) / self.low) / self._log_ratio
         return torch.where(value < 0, 0.5 - half, 0.5 + half)
 
     def icdf(self, value):
         # Inverting cdf: u < 1/2: x = -a (b/a)^(1 - 2u); u >= 1/2: x = a (b/a)^(2u - 1).
         neg = value < 0.5
         e = torch.where(neg, 1 - 2 * value, 2 * value - 1)
-        mag = (self.low.log() + e * self._log_ratio).exp()
+        # a (b/a)^e, kept inside [a, b] against rounding (narrow intervals in float32)
+        mag = (self.low * torch.exp(e * self._log_ratio)).clamp(self.low, self.high)
         return torch.where(neg, -mag, mag)
 
     @property
@@ -188,7 +238,7 @@ class SymmetricLogUniform(TorchDistribution):
 
     @property
     def variance(self):
-        return (self.high.square() - self.low.square()) / (2 * self._log_ratio)
+        return (self.high - self.low) * (self.high + self.low) / (2 * self._log_ratio)
 
     def entropy(self):
         return 0.5 * (self.low.log() + self.high.log()) + (2 * self._log_ratio).log()

@@ -5,7 +5,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import Distribution
 
-from .._shapes import broadcast_size
+from .._shapes import broadcast_size, shape_mismatch
 from ._sphere import (
     gauss_legendre,
     geodesic_angle,
@@ -26,6 +26,18 @@ def _support_bounds(support, like):
     low = torch.as_tensor(low, dtype=like.dtype, device=like.device)
     high = torch.as_tensor(high, dtype=like.dtype, device=like.device)
     return low, high
+
+
+def _sphere_shapes(loc, **batch_shapes):
+    """``(batch_shape, event_shape)`` of a law on the sphere with mean direction(s) of
+    shape ``loc`` and other parameters of the named batch shapes."""
+    loc = torch.Size(loc)
+    if len(loc) < 1:
+        raise ValueError(f"Expected parameter loc to have shape batch + (n,), but found {loc}")
+    try:
+        return broadcast_size(loc[:-1], *batch_shapes.values()), loc[-1:]
+    except ValueError:
+        raise shape_mismatch(loc=loc[:-1], **batch_shapes) from None
 
 
 class PlaneRotation(TorchDistribution):
@@ -108,7 +120,10 @@ class PlaneRotation(TorchDistribution):
                 "Expected parameter angle to be a univariate distribution (event_shape ()), "
                 f"but found {angle!r}"
             )
-        batch_shape = broadcast_size(loc.shape[:-1], angle.batch_shape)
+        try:
+            batch_shape = broadcast_size(loc.shape[:-1], angle.batch_shape)
+        except ValueError:
+            raise shape_mismatch(loc=loc.shape[:-1], angle=angle.batch_shape) from None
         event_shape = loc.shape[-1:]
         self.loc = loc.expand(batch_shape + event_shape)
         self.angle = angle if angle.batch_shape == batch_shape else angle.expand(batch_shape)
@@ -120,6 +135,19 @@ class PlaneRotation(TorchDistribution):
                     "Expected parameter angle to have its support inside [-pi, pi], "
                     f"but found support {self.angle.support!r}"
                 )
+
+    @classmethod
+    def infer_shapes(cls, loc, angle=()):
+        """
+        Batch and event shapes of ``PlaneRotation(loc, angle)`` from the argument shapes.
+
+        :param tuple loc: shape of ``loc``, ``batch + (n,)``.
+        :param tuple angle: the **batch shape** of the angle law (a distribution has
+            no tensor shape; default ``()``).
+        :returns: ``(broadcast(loc[:-1], angle), loc[-1:])``.
+        :rtype: tuple
+        """
+        return _sphere_shapes(loc, angle=angle)
 
     @property
     def has_rsample(self):

@@ -1,3 +1,4 @@
+import functools
 import math
 
 import torch
@@ -6,6 +7,19 @@ from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import Beta
 
 _EMPTY = torch.Size()
+
+
+# pi/2 - fl64(pi/2): with it, pi/2 - |x| is formed without the rounding of pi/2.
+_HALF_PI_LO64 = 6.123233995736766e-17
+
+
+@functools.lru_cache(maxsize=8)
+def _half_pi(dtype):
+    """As Python numbers exact in ``dtype``: ``pi/2`` rounded to ``dtype``, the largest
+    number of ``dtype`` below it, and the rounding error ``pi/2 - fl(pi/2)``."""
+    hi = torch.tensor(math.pi / 2, dtype=dtype)
+    below = torch.nextafter(hi, torch.zeros_like(hi))
+    return hi.item(), below.item(), (math.pi / 2 - hi.item()) + _HALF_PI_LO64
 
 
 class StretchedSymmetricBeta(TorchDistribution):
@@ -58,14 +72,26 @@ class StretchedSymmetricBeta(TorchDistribution):
         return Beta(self.concentration, self.concentration, validate_args=False)
 
     def rsample(self, sample_shape=_EMPTY):
-        return math.pi * (self._beta.rsample(sample_shape) - 0.5)
+        x = math.pi * (self._beta.rsample(sample_shape) - 0.5)
+        # Beta draws within half an ulp of 0.5 from 0 or 1 (common for c < 1) round to
+        # +-pi/2, where the density is infinite: keep the draws strictly inside, as Beta
+        # keeps its own in (0, 1). The bound is the largest number of the dtype below
+        # its rounded pi/2, at which log_prob is finite. (A draw moved there gets no
+        # gradient, as Beta's clamped draws get none.)
+        _, edge, _ = _half_pi(x.dtype)
+        return x.clamp(-edge, edge)
 
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
         inside = self.support.check(value)
-        # Clamp only guards rounding at +-pi/2 (float32 pi/2 exceeds the real pi/2).
-        u = (value / math.pi + 0.5).clamp(0.0, 1.0)
+        # By symmetry p(x) = p(-|x|): with u = (pi/2 - |x|)/pi in [0, 1/2] the Beta takes
+        # log u and log(1 - u) with 1 - u >= 1/2 exact, so both ends are resolved alike.
+        # pi/2 - |x| = (fl(pi/2) - |x|) + (pi/2 - fl(pi/2)): the first difference is exact
+        # near the ends (Sterbenz), so u keeps its relative precision where the density
+        # varies fastest. The clamp guards float32's pi/2, which exceeds the real pi/2.
+        half_pi, _, half_pi_lo = _half_pi(value.dtype)
+        u = torch.rsub(value.abs(), half_pi).add_(half_pi_lo).div_(math.pi).clamp_(min=0.0)
         u = torch.where(inside, u, torch.full_like(u, 0.5))
         lp = self._beta.log_prob(u) - math.log(math.pi)
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))

@@ -6,9 +6,9 @@ from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.ops.tensor_utils import safe_normalize
 from torch.distributions import Chi2
 
-from .._shapes import broadcast_size
+from .._shapes import broadcast_size, shape_mismatch
 from ._sphere import _FUSED_MIN_DIM, _dot, gauss_legendre, geodesic_angle, tangent_project
-from .plane_rotation import PlaneRotation
+from .plane_rotation import PlaneRotation, _sphere_shapes
 
 _EMPTY = torch.Size()
 
@@ -124,10 +124,21 @@ class TangentProjectedNormal(PlaneRotation):
                 "Expected parameter loc to be a tensor of shape batch + (n,) with n >= 2, "
                 f"but found shape {tuple(getattr(loc, 'shape', ()))}"
             )
-        batch_shape = broadcast_size(loc.shape[:-1], scale.shape)
+        try:
+            batch_shape = broadcast_size(loc.shape[:-1], scale.shape)
+        except ValueError:
+            raise shape_mismatch(loc=loc.shape[:-1], scale=scale.shape) from None
         self.scale = scale.expand(batch_shape)
         angle = TangentNormalAngle(self.scale, loc.size(-1) - 1, validate_args=False)
         super().__init__(loc, angle, validate_args=validate_args)
+
+    @classmethod
+    def infer_shapes(cls, loc, scale=()):
+        """
+        Batch and event shapes of ``TangentProjectedNormal(loc, scale)`` from the shapes
+        of its arguments: ``(broadcast(loc[:-1], scale), loc[-1:])``.
+        """
+        return _sphere_shapes(loc, scale=scale)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(TangentProjectedNormal, _instance)

@@ -8,7 +8,7 @@ from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
 from .._autograd import first_order_only
-from .._shapes import broadcast_size
+from .._shapes import broadcast_size, shape_mismatch
 from ._normal_tails import (
     _DEEP_TAIL,
     _LOG_S_COEFFS,
@@ -132,6 +132,19 @@ def _axpy(x, a, b):
     if torch.is_tensor(a) and torch.is_tensor(b):
         return torch.addcmul(b, x, a)
     return torch.mul(x, a).add_(b)
+
+
+def _sub_div(a, b, scale):
+    """``(a - b) / scale`` for any broadcast shapes, dividing in place (one temporary,
+    not two) when ``a - b`` already has the shape of the result."""
+    d = torch.sub(a, b)
+    if (
+        scale.shape == d.shape
+        or (scale.numel() == 1 and scale.dim() <= d.dim())
+        or broadcast_size(d.shape, scale.shape) == d.shape
+    ):
+        return d.div_(scale)
+    return d / scale
 
 
 def _finite_scalars(low, high):
@@ -283,7 +296,12 @@ class TruncatedNormal(TorchDistribution):
     has_rsample = True
 
     def __init__(self, loc, scale, low, high, *, validate_args=None):
-        self.loc, self.scale, self.low, self.high = broadcast_all(loc, scale, low, high)
+        try:
+            self.loc, self.scale, self.low, self.high = broadcast_all(loc, scale, low, high)
+        except RuntimeError:
+            params = {"loc": loc, "scale": scale, "low": low, "high": high}
+            shapes = {name: getattr(p, "shape", ()) for name, p in params.items()}
+            raise shape_mismatch(**shapes) from None
         # The parameters before broadcasting (stride-0 dimensions dropped): every per-law
         # quantity (standardized bounds, normalizer, masks, moments) is computed on these
         # and broadcast, so that a law expanded to many copies costs one law, not one per
@@ -369,8 +387,8 @@ class TruncatedNormal(TorchDistribution):
         interval to handle, so a third of the operations (they dominate small batches).
         ``Phi(beta) - Phi(alpha)`` is the sum of two nonnegative terms, exact as in
         ``log_ndtr_diff``."""
-        alpha = torch.sub(low, loc).div_(scale)
-        beta = torch.sub(high, loc).div_(scale)
+        alpha = _sub_div(low, loc, scale)
+        beta = _sub_div(high, loc, scale)
         s = torch.log(_straddling_mass(alpha, beta)) + _LOG_SQRT_2PI
         no = torch.zeros((), dtype=torch.bool, device=loc.device)
         zero = torch.zeros_like(s)
@@ -393,8 +411,8 @@ class TruncatedNormal(TorchDistribution):
         deviation keeps the second term below ``e^-1/2`` of the first, so the difference
         loses under 2 bits (the general path's erfcx series is for the deep tails).
         """
-        alpha = torch.sub(low, loc).div_(scale)
-        beta = torch.sub(high, loc).div_(scale)
+        alpha = _sub_div(low, loc, scale)
+        beta = _sub_div(high, loc, scale)
         width = (high - low) / scale
         right = alpha > 0
         c = torch.where(right, alpha, torch.clamp(beta, max=0.0))
@@ -429,11 +447,11 @@ class TruncatedNormal(TorchDistribution):
         # Per-law quantities are formed on the compact parameters: two passes over the
         # values fewer than selecting per value, and no mask when every value is inside.
         if p.straddling:  # c = 0 and the base is the mode: the same values, two passes fewer
-            zc = (value - p.loc).div_(p.scale)
+            zc = _sub_div(value, p.loc, p.scale)
             lp = torch.addcmul(-(p.s + torch.log(p.scale)), zc, zc, value=-0.5)
         else:
             base = torch.where(p.flip, p.low_f, torch.where(p.left, p.high_f, p.loc))
-            zc = (value - base).div_(p.scale)
+            zc = _sub_div(value, base, p.scale)
             lp = torch.addcmul(-(p.s + torch.log(p.scale)), zc, zc + 2 * p.c, value=-0.5)
         if inside or (inside is None and all_within(value, p.low, p.high)):
             return lp
@@ -534,7 +552,8 @@ class TruncatedNormal(TorchDistribution):
                 x, offset = TruncatedNormal._icdf_deep(p, hi, v, vw, deep, k0)
                 x = torch.where(deep, x, TruncatedNormal._icdf_direct(p, lo, hi, v, vw)[0])
         # A safety net: rounding could step an ulp outside [low, high] (not seen in tests).
-        if p.low.numel() == 1 and not _tracing():  # the scalar kernel is 4x faster
+        if p.low.numel() == 1 and p.high.numel() == 1 and not _tracing():
+            # (scalar bounds: the scalar kernel is 4x faster)
             return x.clamp_(p.low.item(), p.high.item()), offset, z
         return x.clamp_(p.low, p.high), offset, z
 

@@ -3,12 +3,14 @@
 Like Pyro's ``tests/distributions/conftest.py``: each :class:`Fixture` names a
 distribution of the package, builds examples in a requested dtype, and optionally
 gives a scipy reference log density, invalid parameters with the name the error must
-mention, and a value outside the support.
+mention, and a value outside the support. Examples given as keyword arguments also
+check ``infer_shapes`` against the shapes of the law they build.
 """
 
 import math
 
 import numpy as np
+import pytest
 import scipy.stats
 import torch
 from torch.distributions import Uniform
@@ -18,6 +20,7 @@ from pyro_dirmag.distributions import (
     PlaneRotation,
     StretchedSymmetricBeta,
     SymmetricLogUniform,
+    TangentNormalAngle,
     TangentProjectedNormal,
     TruncatedNormal,
 )
@@ -25,8 +28,14 @@ from pyro_dirmag.distributions import (
 
 class Fixture:
     """
+    :param type cls: the distribution class.
     :param str name: test id.
     :param list examples: callables ``dtype -> distribution``.
+    :param list arguments: callables ``dtype -> dict`` of keyword arguments of ``cls``:
+        more examples, built as ``cls(**kwargs)``, whose argument shapes are passed to
+        ``cls.infer_shapes`` (a distribution argument by its batch shape).
+    :param bool infers_shapes: whether ``cls.infer_shapes`` gives the shapes (else it
+        must raise ``NotImplementedError``).
     :param callable scipy_logpdf: optional ``(distribution, numpy value) -> numpy
         log density`` built from scipy.
     :param list bad: ``(callable dtype -> distribution, parameter name)`` pairs that
@@ -35,9 +44,25 @@ class Fixture:
     :param bool sampleable: whether the law can be sampled (False: improper).
     """
 
-    def __init__(self, name, examples, *, scipy_logpdf=None, bad=(), outside, sampleable=True):
-        self.name = name
-        self.examples = examples
+    def __init__(
+        self,
+        cls,
+        examples,
+        *,
+        arguments=(),
+        infers_shapes=True,
+        scipy_logpdf=None,
+        bad=(),
+        outside,
+        sampleable=True,
+    ):
+        self.cls = cls
+        self.name = cls.__name__
+        self.arguments = list(arguments)
+        self.examples = list(examples) + [
+            (lambda dtype, kwargs=kwargs: cls(**kwargs(dtype))) for kwargs in self.arguments
+        ]
+        self.infers_shapes = infers_shapes
         self.scipy_logpdf = scipy_logpdf
         self.bad = bad
         self.outside = outside
@@ -69,8 +94,20 @@ def _truncated_normal_logpdf(d, x):
 
 
 def _stretched_beta_logpdf(d, x):
+    # scipy's beta(c, c, loc=-pi/2, scale=pi) forms (x + pi/2)/pi with the rounded pi/2:
+    # within ~1e-15 of an end (c < 1 samples there) that costs u its relative precision
+    # (0.2 nats at c = 0.1 against mpmath). Take u = (pi/2 - |x|)/pi (symmetry) with the
+    # rounding error of pi/2 added back, exact to a few ulps.
     c = d.concentration.double().numpy()
-    return scipy.stats.beta(c, c, loc=-math.pi / 2, scale=math.pi).logpdf(x)
+    u = ((math.pi / 2 - np.abs(x)) + 6.123233995736766e-17) / math.pi
+    return scipy.stats.beta(c, c).logpdf(u) - math.log(math.pi)
+
+
+def _tangent_normal_angle_logpdf(d, x):
+    # r = tan(t) / scale is chi with df degrees of freedom
+    scale = d.scale.double().numpy()
+    r = np.tan(x) / scale
+    return scipy.stats.chi(d.df).logpdf(r) - np.log(scale) - 2 * np.log(np.cos(x))
 
 
 def _off_sphere(d):
@@ -79,17 +116,20 @@ def _off_sphere(d):
 
 FIXTURES = [
     Fixture(
-        "LogUniform",
-        [lambda dtype: LogUniform((2, 3))],
+        LogUniform,
+        [lambda dtype: LogUniform((2, 3)), lambda dtype: LogUniform((2, 1))],
+        arguments=[lambda dtype: dict(batch_shape=(3,))],
+        infers_shapes=False,  # the batch shape is the argument itself
         outside=None,  # the support is the real line
         sampleable=False,
     ),
     Fixture(
-        "SymmetricLogUniform",
+        SymmetricLogUniform,
         [
             lambda dtype: SymmetricLogUniform(_t([0.1, 1.0], dtype), _t([10.0, 2.0], dtype)),
             lambda dtype: SymmetricLogUniform(_t(1e-3, dtype), _t(1e3, dtype)),
         ],
+        arguments=[lambda dtype: dict(low=_t([[0.1], [1.0]], dtype), high=_t(10.0, dtype))],
         scipy_logpdf=_symmetric_log_uniform_logpdf,
         bad=[
             (lambda dtype: SymmetricLogUniform(_t(-1.0, dtype), _t(1.0, dtype)), "low"),
@@ -98,7 +138,7 @@ FIXTURES = [
         outside=lambda d: torch.zeros_like(d.low),
     ),
     Fixture(
-        "TruncatedNormal",
+        TruncatedNormal,
         [
             lambda dtype: TruncatedNormal(
                 _t([0.0, 0.5], dtype),
@@ -108,6 +148,22 @@ FIXTURES = [
             ),
             lambda dtype: TruncatedNormal(
                 _t(0.0, dtype), _t(0.3, dtype), _t(-math.pi / 2, dtype), _t(math.pi / 2, dtype)
+            ),
+        ],
+        arguments=[
+            # one scalar and one tensor bound of different values (issue 13)
+            lambda dtype: dict(
+                loc=_t([[0.0], [0.5], [-1.5]], dtype),
+                scale=_t([[1.0], [0.3], [2.0]], dtype),
+                low=-1.0,
+                high=_t([0.5, 1.0, 2.0, math.inf], dtype),
+            ),
+            # scalar loc and bounds, batched scale (issue 13)
+            lambda dtype: dict(
+                loc=_t(0.0, dtype),
+                scale=torch.linspace(0.1, 3.0, 10, dtype=dtype),
+                low=-1.0,
+                high=_t(2.0, dtype),
             ),
         ],
         scipy_logpdf=_truncated_normal_logpdf,
@@ -125,20 +181,37 @@ FIXTURES = [
                 "low",
             ),
         ],
-        outside=lambda d: d.high + 1,
+        outside=lambda d: d.low - 1,
     ),
     Fixture(
-        "StretchedSymmetricBeta",
+        StretchedSymmetricBeta,
         [
             lambda dtype: StretchedSymmetricBeta(_t([0.5, 3.0], dtype)),
             lambda dtype: StretchedSymmetricBeta(_t(20.0, dtype)),
         ],
+        # c < 1 puts many Beta draws within an ulp of 0 or 1: they must not round onto
+        # the ends +-pi/2, where the density is infinite (issue 14).
+        arguments=[lambda dtype: dict(concentration=_t([[0.1], [0.5]], dtype))],
         scipy_logpdf=_stretched_beta_logpdf,
         bad=[(lambda dtype: StretchedSymmetricBeta(_t(-1.0, dtype)), "concentration")],
         outside=lambda d: torch.full_like(d.concentration, 2.0),
     ),
     Fixture(
-        "PlaneRotation",
+        TangentNormalAngle,
+        [
+            lambda dtype: TangentNormalAngle(_t([0.1, 1.0], dtype), 2),
+            lambda dtype: TangentNormalAngle(_t(0.05, dtype), 99),
+        ],
+        arguments=[lambda dtype: dict(scale=_t([[0.3], [2.0]], dtype), df=1)],
+        scipy_logpdf=_tangent_normal_angle_logpdf,
+        bad=[
+            (lambda dtype: TangentNormalAngle(_t(-1.0, dtype), 2), "scale"),
+            (lambda dtype: TangentNormalAngle(_t(1.0, dtype), 0), "df"),
+        ],
+        outside=lambda d: torch.full_like(d.scale, -0.5),
+    ),
+    Fixture(
+        PlaneRotation,
         [
             lambda dtype: PlaneRotation(
                 _unit(3, dtype), StretchedSymmetricBeta(_t([4.0, 1.5], dtype))
@@ -150,6 +223,15 @@ FIXTURES = [
             lambda dtype: PlaneRotation(
                 _unit(10, dtype), Uniform(_t(0.0, dtype), _t(math.pi / 2, dtype))
             ),
+        ],
+        arguments=[
+            lambda dtype: dict(
+                loc=_unit(3, dtype, (2, 1)),
+                angle=TruncatedNormal(
+                    _t(0.3, dtype), _t([0.1, 0.2, 0.3], dtype), _t(0.0, dtype), math.pi / 2
+                ),
+            ),
+            lambda dtype: dict(loc=_unit(4, dtype), angle=StretchedSymmetricBeta(_t(0.1, dtype))),
         ],
         bad=[
             (
@@ -168,10 +250,14 @@ FIXTURES = [
         outside=_off_sphere,
     ),
     Fixture(
-        "TangentProjectedNormal",
+        TangentProjectedNormal,
         [
             lambda dtype: TangentProjectedNormal(_unit(3, dtype), _t([0.1, 1.0], dtype)),
             lambda dtype: TangentProjectedNormal(_unit(50, dtype, (2,)), _t(0.05, dtype)),
+        ],
+        arguments=[
+            lambda dtype: dict(loc=_unit(3, dtype, (2,)), scale=_t([0.1, 1.0], dtype)),
+            lambda dtype: dict(loc=_unit(2, dtype, (4, 1)), scale=_t([0.3, 2.0], dtype)),
         ],
         bad=[
             (lambda dtype: TangentProjectedNormal(_unit(3, dtype), _t(-1.0, dtype)), "scale"),
@@ -180,6 +266,12 @@ FIXTURES = [
         outside=_off_sphere,
     ),
 ]
+
+
+@pytest.fixture
+def contract_names():
+    """The names of the laws in ``FIXTURES``."""
+    return [f.name for f in FIXTURES]
 
 
 def pytest_generate_tests(metafunc):

@@ -68,6 +68,44 @@ def test_stretched_beta_edges_and_validation():
         StretchedSymmetricBeta(torch.tensor(1.0), validate_args=True).log_prob(torch.tensor(2.0))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_stretched_beta_samples_strictly_inside(dtype):
+    # Issue 14: Beta draws within an ulp of 0 or 1 rounded onto +-pi/2 (4 infinite log
+    # densities in 50000 float32 draws at c = 0.5, seed 123).
+    half_pi = torch.tensor(math.pi / 2, dtype=dtype)
+    for c in [0.5, 0.05]:
+        torch.manual_seed(123)
+        d = StretchedSymmetricBeta(torch.tensor(c, dtype=dtype))
+        x = d.sample((50000,))
+        assert (x.abs() < half_pi).all()
+        assert d.log_prob(x).isfinite().all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_stretched_beta_log_prob_near_the_ends_vs_mpmath(dtype):
+    # Within a few ulps of +-pi/2 the density changes by orders of magnitude per ulp:
+    # log_prob must use pi/2 - |x| exactly (scipy's (x + pi/2)/pi does not).
+    mpmath.mp.dps = 50
+    half_pi = torch.tensor(math.pi / 2, dtype=dtype)
+    x = half_pi.clone()
+    points = []
+    for _ in range(4):
+        x = torch.nextafter(x, torch.zeros_like(x))
+        points += [x.item(), -x.item()]
+    points = torch.tensor(points + [1.0, -1.5, 1.5707], dtype=dtype)
+    for c in [0.1, 0.5, 3.0]:
+        d = StretchedSymmetricBeta(torch.tensor(c, dtype=dtype))
+        lp = d.log_prob(points)
+        for value, actual in zip(points.tolist(), lp.tolist(), strict=True):
+            cc = mpmath.mpf(c)
+            u = (mpmath.pi / 2 - abs(mpmath.mpf(value))) / mpmath.pi
+            expected = (cc - 1) * (mpmath.log(u) + mpmath.log(1 - u)) - mpmath.log(
+                mpmath.beta(cc, cc) * mpmath.pi
+            )
+            tol = 1e-5 if dtype == torch.float32 else 1e-12
+            assert actual == pytest.approx(float(expected), rel=tol, abs=tol), (c, value)
+
+
 def test_stretched_beta_rsample_gradient():
     # d/dc E[eps^2] = d/dc pi^2 / (4 (2c + 1)) from reparametrized samples.
     c = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)

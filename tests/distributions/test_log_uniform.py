@@ -23,6 +23,15 @@ def test_log_uniform_log_prob(dtype):
     assert not lp.isnan().any()
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_log_uniform_gradient_at_zero(dtype):
+    # Issue 13: abs' subgradient 0 times log's infinite derivative gave a NaN gradient at
+    # 0; the derivative of -log|x| is -1/x, an infinity of the zero's sign there.
+    x = torch.tensor([0.0, -0.0, 2.0, -0.5], dtype=dtype, requires_grad=True)
+    (grad,) = torch.autograd.grad(LogUniform((4,)).log_prob(x).sum(), x)
+    assert grad.tolist() == [-math.inf, math.inf, -0.5, 2.0]
+
+
 def test_log_uniform_shapes_and_expand():
     d = LogUniform((2, 3))
     assert d.batch_shape == (2, 3) and d.event_shape == ()

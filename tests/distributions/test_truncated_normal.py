@@ -15,6 +15,7 @@ import scipy.integrate
 import scipy.stats
 import torch
 from pyro.distributions.testing.gof import auto_goodness_of_fit, unif01_goodness_of_fit
+from torch import broadcast_shapes
 
 import pyro_dirmag.distributions.truncated_normal as tn_module
 from pyro_dirmag.distributions import TruncatedNormal
@@ -498,6 +499,62 @@ def test_shapes_broadcasting_and_expand():
     assert gl.shape == (3, 1) and glow.shape == (2,)
 
 
+def _broadcast_law(d):
+    """The law ``d`` with each parameter materialized at the full batch shape (distinct
+    values, no stride-0 dimensions): the general path, the reference for the fast ones."""
+    return TruncatedNormal(
+        *(t.contiguous() for t in (d.loc, d.scale, d.low, d.high)), validate_args=False
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_scalar_and_tensor_bounds_of_different_values(dtype):
+    # Issue 13: a scalar low with a tensor high of distinct values (and (3, 1) loc, scale)
+    # raised "a Tensor with 4 elements cannot be converted to Scalar" in sample, rsample
+    # and icdf (a clamp took .item() of both bounds when one was a scalar).
+    t = lambda v: torch.tensor(v, dtype=dtype)  # noqa: E731
+    loc = t([[0.0], [0.5], [-1.5]]).requires_grad_()
+    scale = t([[1.0], [0.3], [2.0]])
+    high = t([0.5, 1.0, 2.0, INF])
+    d = TruncatedNormal(loc, scale, -1.0, high)
+    ref = _broadcast_law(d)
+    assert d.batch_shape == (3, 4)
+    torch.manual_seed(0)
+    x = d.rsample((50,))
+    torch.manual_seed(0)
+    x_ref = ref.rsample((50,))
+    assert x.shape == (50, 3, 4) and d.support.check(x).all()
+    torch.testing.assert_close(x, x_ref)
+    assert d.sample((2,)).shape == (2, 3, 4)
+    (grad,) = torch.autograd.grad(x.sum(), loc)
+    assert grad.shape == (3, 1) and grad.isfinite().all()
+    torch.testing.assert_close(d.log_prob(x), ref.log_prob(x))
+    torch.testing.assert_close(d.cdf(x), ref.cdf(x))
+    u = torch.rand(5, 3, 4, dtype=dtype)
+    torch.testing.assert_close(d.icdf(u), ref.icdf(u))
+    torch.testing.assert_close(d.entropy(), ref.entropy())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_scalar_bounds_and_loc_with_batched_scale(dtype):
+    # Issue 13: scalar loc, low, high and a (10,) scale: log_prob of a scalar value raised
+    # "output with shape [] doesn't match the broadcast shape [10]" (an in-place division
+    # of a scalar-shaped temporary by the batched scale).
+    scale = torch.linspace(0.1, 3.0, 10, dtype=dtype)
+    for low, high in [(-1.0, 1.0), (0.5, 2.0), (-3.0, -2.0)]:
+        d = TruncatedNormal(0.0, scale, low, high)
+        ref = _broadcast_law(d)
+        for value in [torch.tensor(0.75 * low + 0.25 * high, dtype=dtype)]:
+            for shape in [(), (10,), (4, 1)]:
+                v = value.expand(shape)
+                lp = d.log_prob(v)
+                assert lp.shape == broadcast_shapes(shape, (10,))
+                torch.testing.assert_close(lp, ref.log_prob(v))
+                torch.testing.assert_close(d.cdf(v), ref.cdf(v))
+        x = d.rsample((7,))
+        assert x.shape == (7, 10) and d.support.check(x).all()
+
+
 # ---------------------------------------------------------------- the angle posterior's regime
 # TN(mu, sigma, 0, pi/2), as DirMagGuide draws it: one law per unit, expanded to one copy
 # per example (the per-law work is done on the compact parameters).
@@ -738,3 +795,14 @@ def test_near_mode_backward_keeps_precision_far_from_the_mode(monkeypatch):
     assert torch.equal(x_fast, x_slow) and x_fast[0] > 5
     for fast, slow in zip(g_fast, g_slow, strict=True):
         torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
+
+
+def test_cdf_gradient_finite_two_ulps_inside_a_narrow_interval():
+    # Found by the property suite: in float32, at a value two ulps above low of an
+    # interval 1e-6 wide, log1mexp's unused branch log1p(-exp(d)) met exp(d) == 1 and
+    # torch.where turned its infinite derivative into a NaN gradient.
+    params = [torch.tensor(v, requires_grad=True) for v in (0.0, 1.0, -0.5, -0.499999)]
+    d = TruncatedNormal(*params)
+    x = torch.nextafter(torch.nextafter(d.low, d.high), d.high).detach()
+    grads = torch.autograd.grad(d.cdf(x), params)
+    assert all(g.isfinite() for g in grads), grads
