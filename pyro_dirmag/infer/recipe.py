@@ -165,6 +165,10 @@ class LinearWarmup:
         return self.final * (progress - self.start) / (self.end - self.start)
 
 
+#: log alpha thresholds tried by :func:`choose_thresholds`: -4 to 8 (log alpha is
+#: clipped to [-10, 10]; units kept by a trained model sit near -5 to -7).
+THRESHOLD_CANDIDATES = tuple(float(t) for t in range(-4, 9))
+
 _NOISE_CONTAINERS = ("magnitude_log_scale", "angle_loc", "angle_scale")
 
 
@@ -356,51 +360,60 @@ def fit(
 
 
 @torch.no_grad()
-def choose_thresholds(
-    model, guide, x_val, y_val, candidates=(-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0), tolerance=0.001
-):
+def choose_thresholds(model, guide, x_val, y_val, candidates=THRESHOLD_CANDIDATES, tolerance=0.001):
     r"""
     Per-layer :math:`\log\alpha` pruning thresholds chosen on held-out data.
 
-    Starting from nothing pruned, the layers are visited in order; each gets the
-    smallest candidate threshold (the most pruning) whose pruned mean network keeps
-    the held-out accuracy within ``tolerance`` of the unpruned mean network's, given
-    the thresholds already chosen for the earlier layers.
+    A greedy search over the per-layer thresholds: starting from nothing pruned, each
+    round tries lowering one layer's threshold to its next smaller candidate, for every
+    layer, and takes the move that removes the most parameters among those whose
+    pruned mean network keeps the held-out accuracy within ``tolerance`` of the
+    unpruned mean network's (ties: the higher accuracy); it stops when no move is
+    allowed. Unlike choosing layer by layer, the accuracy budget goes where it buys the
+    most compression.
 
     :param torch.Tensor x_val: held-out inputs (never the test set).
     :param torch.Tensor y_val: held-out labels.
-    :param candidates: thresholds to try.
+    :param candidates: thresholds to try (:data:`THRESHOLD_CANDIDATES`).
     :param float tolerance: accuracy (a fraction, 0.001 = 0.1 point) one may lose.
-    :returns: ``({layer name: threshold}, {"reference": acc, "pruned": acc})``.
+    :returns: ``({layer name: threshold}, {"reference": acc, "pruned": acc})``;
+        ``inf`` for a layer left unpruned.
     """
     from ..nn.dirmag import dirmag_layers
     from .prune import prune
 
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    candidates = sorted(float(c) for c in candidates)
+    candidates = sorted({float(c) for c in candidates}, reverse=True)
     if not candidates:
         raise ValueError("candidates must not be empty")
     names = [name for name, _ in dirmag_layers(model)]
-    keep_all = math.inf
 
-    def accuracy_at(thresholds):
-        pruned, _ = prune(model, guide, threshold=thresholds)
+    def evaluate(thresholds):
+        pruned, report = prune(model, guide, threshold=thresholds)
         pruned.eval()
+        net = pruned.net if hasattr(pruned, "net") else pruned
         correct = 0
         for xb, yb in zip(x_val.split(1000), y_val.split(1000), strict=True):
-            logits = pruned.net(xb) if hasattr(pruned, "net") else pruned(xb)
-            correct += int((logits.argmax(-1) == yb).sum())
-        return correct / len(y_val)
+            correct += int((net(xb).argmax(-1) == yb).sum())
+        return correct / len(y_val), report.params_kept
 
-    chosen = dict.fromkeys(names, keep_all)
-    reference = accuracy_at(chosen)
+    chosen = dict.fromkeys(names, math.inf)
+    reference, params = evaluate(chosen)
     current = reference
-    for name in names:
-        for c in candidates:
-            trial = dict(chosen, **{name: c})
-            acc = accuracy_at(trial)
+    while True:
+        best = None
+        for name in names:
+            lower = [c for c in candidates if c < chosen[name]]
+            if not lower:
+                continue
+            trial = dict(chosen, **{name: lower[0]})
+            acc, kept = evaluate(trial)
             if acc >= reference - tolerance:
-                chosen, current = trial, acc
-                break
+                key = (params - kept, acc)
+                if best is None or key > best[0]:
+                    best = (key, trial, acc, kept)
+        if best is None:
+            break
+        _, chosen, current, params = best
     return chosen, {"reference": reference, "pruned": current}

@@ -1,0 +1,64 @@
+"""
+Choose the pruning thresholds of a finished ``mnist_recipe.py`` run again (e.g. with
+another tolerance or candidate list) from its checkpoint, without retraining; updates
+``OUT/result.json`` in place (the previous pruning entries are kept under ``*_before``).
+
+    python benchmarks/reprune.py runs/lenet300-dirmag-reverse --tolerance 0.001
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import pyro
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import mnist_recipe  # noqa: E402
+
+from pyro_dirmag.infer import Recipe, choose_thresholds, prune  # noqa: E402
+from pyro_dirmag.models import dirmag_model  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run")
+    p.add_argument("--tolerance", type=float, default=None)
+    opts = p.parse_args(argv)
+    with open(os.path.join(opts.run, "result.json")) as f:
+        result = json.load(f)
+    args = argparse.Namespace(**result["args"])
+    if opts.tolerance is not None:
+        args.tolerance = opts.tolerance
+    (x, y), (xv, yv), (xt, yt) = mnist_recipe.split(args)
+    if args.model == "lenet5":
+        x, xv, xt = (t.reshape(-1, 1, 28, 28) for t in (x, xv, xt))
+    reverse = args.method == "dirmag-reverse"
+    phi = args.phi or ("shared" if reverse else "per_example")
+    pyro.clear_param_store()
+    model = dirmag_model(args.model, len(x), reverse=reverse, phi=phi)
+    guide = Recipe(init_log_alpha=args.init_log_alpha).guide(model)
+    with torch.no_grad():
+        guide(x[:2], y[:2])
+    state = torch.load(os.path.join(opts.run, "checkpoint.pt"), weights_only=False)
+    model.load_state_dict(state["model"])
+    guide.load_state_dict(state["guide"])
+    thresholds, val = choose_thresholds(model, guide, xv, yv, tolerance=args.tolerance)
+    for label, thr in (("chosen", thresholds), ("fixed3", 3.0)):
+        pruned, report = prune(model, guide, threshold=thr)
+        probs = mnist_recipe.logits_in_chunks(pruned.net, xt).softmax(-1)
+        key = f"pruned_{label}"
+        if key in result:
+            result[f"{key}_before"] = result[key]
+        result[key] = dict(report.as_dict(), test=mnist_recipe.metrics(probs, yt))
+        print(report, f"\n  test accuracy {result[key]['test']['accuracy']:.4f}", flush=True)
+    result["validation"] = val
+    result["args"]["tolerance"] = args.tolerance
+    with open(os.path.join(opts.run, "result.json"), "w") as f:
+        json.dump(result, f, indent=2, default=float)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
