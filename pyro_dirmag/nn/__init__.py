@@ -1,3 +1,4 @@
+from .convert import load_deterministic_
 from .dirmag import PHI_MODES, DirMagConv2d, DirMagLinear, direction_noise
 from .evaluation import EVAL_MODES, noise_mode, predict_probs
 from .noise import DIRECTION_NOISES, MAGNITUDE_NOISES, NOISES
@@ -9,6 +10,7 @@ __all__ = [
     "DirMagConv2d",
     "DirMagLinear",
     "direction_noise",
+    "load_deterministic_",
     "DIRECTION_NOISES",
     "EVAL_MODES",
     "MAGNITUDE_NOISES",
