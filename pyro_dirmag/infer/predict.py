@@ -22,6 +22,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Predictive
 
+from ..checkpoint import check_params
 from ..nn.dirmag import direction_noise
 
 __all__ = ["PREDICT_MODES", "predict"]
@@ -41,6 +42,8 @@ def predict(model, guide, x, mode="ensemble", num_samples=50, batch_size=256):
     :param int num_samples: networks averaged in ``"ensemble"`` mode.
     :param int batch_size: examples per chunk (bounds the memory).
     :returns: probabilities of shape ``(len(x), classes)``.
+    :raises ValueError: if Pyro's param store disagrees with the model's parameters
+        (see :func:`pyro_dirmag.checkpoint.check_params`).
     """
     if mode not in PREDICT_MODES:
         raise ValueError(f"mode must be one of {PREDICT_MODES}, got {mode!r}")
@@ -54,6 +57,8 @@ def predict(model, guide, x, mode="ensemble", num_samples=50, batch_size=256):
     if guide.prototype_trace is None:
         with poutine.block():
             guide(chunks[0])
+    # Also brings the guide's parameters up to date with the param store.
+    check_params(model, guide, chunks[0][:1])
     out = []
     if mode == "ensemble":
         predictive = Predictive(

@@ -27,6 +27,7 @@ import torch
 from pyro.nn.module import _PyroModuleMeta
 from torch import nn
 
+from ..checkpoint import check_params
 from ..nn.dirmag import DirMagConv2d, DirMagLinear, dirmag_layers
 
 __all__ = ["PruneReport", "SelectFeatures", "mean_weights", "prune"]
@@ -119,11 +120,14 @@ def prune(model, guide, threshold=3.0):
         by a plain :class:`torch.nn.Linear` / :class:`torch.nn.Conv2d` (preceded by a
         :class:`SelectFeatures` where a ``reverse`` layer dropped network inputs) and
         every ``PyroModule[torch class]`` container by its torch class.
+    :raises ValueError: if Pyro's param store disagrees with the model's parameters
+        (see :func:`pyro_dirmag.checkpoint.check_params`).
     """
     threshold = float(threshold)
     layers = dirmag_layers(model)
     if not layers:
         raise ValueError("the model has no DirMag layer to prune")
+    check_params(model, guide)
     log_alpha = guide.log_alpha()
     mean_network = mean_weights(model, guide)
     unit_keep = []
