@@ -33,11 +33,11 @@ class DirMagModel(PyroModule):
 
     ``model(x, y)`` runs the network inside the subsampled data plate ``"data"`` of
     size ``num_data`` (so every DirMag layer draws per-example noise and the KL is
-    counted once per step) and scores ``y`` at the site ``"y"`` under
-    ``likelihood(net(x))``. The likelihood is any callable returning a Pyro
+    counted once per step) and scores ``y`` at the site ``"y"``, inside the plate,
+    under ``likelihood(net(x))``. The likelihood is any callable returning a Pyro
     distribution whose batch shape is ``(batch,)`` (use ``.to_event`` for vector
-    outputs). It can be a :class:`~pyro.nn.PyroModule` with latent variables of its
-    own, e.g. a noise scale::
+    outputs). It is called outside the plate, so that latent variables of its own
+    are global, e.g. a noise scale in a :class:`~pyro.nn.PyroModule` likelihood::
 
         class NormalLikelihood(PyroModule):
             def __init__(self):
@@ -47,8 +47,8 @@ class DirMagModel(PyroModule):
             def forward(self, out):
                 return dist.Normal(out.squeeze(-1), self.scale)
 
-    whose site is then named ``"likelihood.scale"`` (fit it with an autoguide next to
-    :class:`~pyro_dirmag.infer.DirMagGuide`). A ``torch.nn.Module`` likelihood's
+    whose site is then named ``"likelihood.scale"`` (fit it with
+    ``DirMagGuide(model, other=AutoNormal)``). A ``torch.nn.Module`` likelihood's
     parameters are point estimates.
 
     :param torch.nn.Module net: the network, typically from
@@ -80,7 +80,12 @@ class DirMagModel(PyroModule):
         :param torch.Tensor y: its targets, or ``None`` to sample them.
         :returns: the network's output ``net(x)``.
         """
-        with pyro.plate("data", self.num_data, subsample_size=x.shape[0]):
+        data = pyro.plate("data", self.num_data, subsample_size=x.shape[0])
+        with data:
             out = self.net(x)
-            pyro.sample("y", self.likelihood(out), obs=y)
+        # Outside the plate: latent variables of the likelihood are global, one for all
+        # the data, not one per example.
+        fn = self.likelihood(out)
+        with data:
+            pyro.sample("y", fn, obs=y)
         return out
