@@ -162,7 +162,7 @@ def main(argv=None):
         print(f"  {labels[mode]:<24} {100 * acc:8.2f}%  {nll:7.4f}  {ece:7.4f}  {sec:5.1f} s")
     pruned, report = prune(model, guide, threshold=args.prune_threshold)
     with torch.no_grad():
-        logits = torch.cat([pruned.net(c) for c in xt.split(1000)])
+        logits = torch.cat([pruned(c) for c in xt.split(1000)])
     print()
     print(report)
     print(f"  pruned network test accuracy {100 * accuracy(logits.softmax(-1), yt):.2f}%")
