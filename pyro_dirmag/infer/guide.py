@@ -17,7 +17,7 @@ the noise level is :math:`\log\alpha = 2(\log\lambda - \log|m|)`.
 to ``[LOG_ALPHA_MIN, LOG_ALPHA_MAX]`` before the distribution is built, so that the
 KL (which depends on :math:`q` only through :math:`\alpha`) and the samples always
 see the same, bounded :math:`\alpha`: the KL stays finite when :math:`\lambda \ll |m|`,
-and a unit whose magnitude collapses to 0 gets a scale that shrinks with it (|m| is
+and a unit whose magnitude collapses to 0 gets a scale that shrinks with it (:math:`|m|` is
 floored at 1e-8 in the bounds) instead of noise without bound. Outside the range the
 gradient with respect to :math:`\log\lambda` is zero (the bound moves with :math:`m`),
 the usual behaviour of clipped sparse variational dropout. :meth:`DirMagGuide.log_alpha` reports the
