@@ -26,9 +26,14 @@ detects a store that disagrees with the modules;
 call it and raise instead of returning wrong numbers.
 """
 
+import os
+from typing import Any, BinaryIO
+
 import pyro
 import torch
 from pyro import poutine
+from pyro.infer.autoguide import AutoGuide
+from torch import nn
 
 __all__ = ["check_params", "example_inputs", "load", "save"]
 
@@ -36,7 +41,7 @@ _FORMAT = "pyro_dirmag.checkpoint"
 _FORMAT_VERSION = 1
 
 
-def example_inputs(guide):
+def example_inputs(guide: AutoGuide) -> tuple[tuple, dict]:
     """
     One row of the arguments the guide was first run with (its prototype trace), as
     ``(args, kwargs)``: tensors are cut to their first row, other values are kept.
@@ -77,7 +82,7 @@ def _param_sites(model, guide, args, kwargs):
     return sites
 
 
-def check_params(model, guide, *args, **kwargs):
+def check_params(model: nn.Module, guide: AutoGuide, *args: Any, **kwargs: Any) -> None:
     """
     Checks that Pyro's param store holds, under every parameter name the model and the
     guide use, the tensor that the modules compute with.
@@ -109,7 +114,12 @@ def check_params(model, guide, *args, **kwargs):
         )
 
 
-def save(path, model, guide, extra=None):
+def save(
+    path: str | os.PathLike | BinaryIO,
+    model: nn.Module,
+    guide: AutoGuide,
+    extra: dict | None = None,
+) -> None:
     """
     Writes the model's and the guide's ``state_dict`` and one row of the guide's first
     inputs (to set up a fresh guide in :func:`load`) to ``path`` with
@@ -142,7 +152,12 @@ def save(path, model, guide, extra=None):
     )
 
 
-def load(path, model, guide, map_location=None):
+def load(
+    path: str | os.PathLike | BinaryIO,
+    model: nn.Module,
+    guide: AutoGuide,
+    map_location: Any = None,
+) -> tuple[nn.Module, AutoGuide]:
     """
     Restores a checkpoint written by :func:`save` into ``model`` and ``guide``, built as
     the saved ones were (same architecture, same guide class and options).

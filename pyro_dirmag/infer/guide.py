@@ -55,7 +55,9 @@ refused when the guide is first run with observed data.
 import functools
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import ExitStack
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -112,14 +114,14 @@ class DirMagGuide(AutoGuide):
 
     def __init__(
         self,
-        model,
+        model: Callable,
         *,
-        init_log_alpha=-8.0,
-        init_angle_loc=0.0,
-        init_angle_scale=0.05,
-        create_plates=None,
-        other=None,
-    ):
+        init_log_alpha: float = -8.0,
+        init_angle_loc: float = 0.0,
+        init_angle_scale: float = 0.05,
+        create_plates: Callable | None = None,
+        other: Callable[[Callable], AutoGuide] | None = None,
+    ) -> None:
         if other is not None and not callable(other):
             raise ValueError(f"other must be an autoguide class or callable, got {other!r}")
         if not LOG_ALPHA_MIN <= init_log_alpha <= LOG_ALPHA_MAX:
@@ -238,7 +240,7 @@ class DirMagGuide(AutoGuide):
 
     # ----- posteriors --------------------------------------------------------------
     @property
-    def site_names(self):
+    def site_names(self) -> list[str]:
         """Names of the DirMag sites, in model order (after the first call)."""
         self._require_setup()
         return list(self._sites)
@@ -256,7 +258,7 @@ class DirMagGuide(AutoGuide):
         log_scale = torch.maximum(torch.minimum(log_lambda, hi), lo)
         return m, log_scale.exp()
 
-    def posterior(self, name):
+    def posterior(self, name: str) -> dist.Independent:
         """
         The posterior of one unit-vector site, batch shape ``()``, event ``(units,)``.
 
@@ -294,7 +296,7 @@ class DirMagGuide(AutoGuide):
         return result
 
     @torch.no_grad()
-    def log_alpha(self):
+    def log_alpha(self) -> dict[str, torch.Tensor]:
         r"""
         Clipped :math:`\log\alpha = 2(\log\lambda - \log|m|)` of every magnitude site.
 
@@ -309,7 +311,7 @@ class DirMagGuide(AutoGuide):
         return out
 
     @torch.no_grad()
-    def posterior_mean(self):
+    def posterior_mean(self) -> dict[str, torch.Tensor]:
         """
         Posterior means of every site: :math:`m` for magnitudes, the truncated normal's
         mean for angles.
@@ -319,7 +321,7 @@ class DirMagGuide(AutoGuide):
         self._require_setup()
         return {name: self.posterior(name).mean for name in self._sites}
 
-    def median(self, *args, **kwargs):
+    def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Posterior medians (:math:`m`; the angle's inverse CDF at 1/2), per unit."""
         self._require_setup()
         with torch.no_grad():
@@ -331,7 +333,7 @@ class DirMagGuide(AutoGuide):
             return out
 
     @torch.no_grad()
-    def sample_posterior(self):
+    def sample_posterior(self) -> dict[str, torch.Tensor]:
         """One global draw of every site (one network): ``{name: (units,) tensor}``."""
         self._require_setup()
         return {name: self.posterior(name).sample() for name in self._sites}

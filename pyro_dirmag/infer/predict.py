@@ -37,6 +37,7 @@ site that the guide does not provide (``site=`` picks one when there are several
 * anything else raises a ``ValueError``.
 """
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -64,7 +65,15 @@ class PredictiveMoments(NamedTuple):
 
 
 @torch.no_grad()
-def predict(model, guide, x, mode="ensemble", num_samples=50, batch_size=256, site=None):
+def predict(
+    model: Callable,
+    guide: AutoGuide,
+    x: torch.Tensor,
+    mode: str = "ensemble",
+    num_samples: int = 50,
+    batch_size: int = 256,
+    site: str | None = None,
+) -> torch.Tensor | PredictiveMoments:
     """
     The predictive distribution of a DirMag model at the inputs ``x``, summarized as
     its likelihood allows (see the module notes)::

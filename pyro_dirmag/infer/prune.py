@@ -33,6 +33,7 @@ from torch import nn
 from ..checkpoint import check_params, example_inputs
 from ..nn.dirmag import DirMagConv2d, DirMagLinear, dirmag_layers
 from ..nn.model import DirMagModel
+from .guide import DirMagGuide
 
 _DIRMAG_LAYERS = (DirMagLinear, DirMagConv2d)
 
@@ -67,15 +68,15 @@ class PruneReport:
     layers: list = field(default_factory=list)
 
     @property
-    def params_kept(self):
+    def params_kept(self) -> int:
         return sum(r["params_kept"] for r in self.layers)
 
     @property
-    def params_total(self):
+    def params_total(self) -> int:
         return sum(r["params_total"] for r in self.layers)
 
     @property
-    def compression(self):
+    def compression(self) -> float:
         """Parameter compression: total weights and biases before / after."""
         return self.params_total / max(self.params_kept, 1)
 
@@ -95,7 +96,9 @@ class PruneReport:
 
 
 @torch.no_grad()
-def mean_weights(model, guide):
+def mean_weights(
+    model: nn.Module, guide: DirMagGuide
+) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     """
     The mean network's weight and bias of every DirMag layer.
 
@@ -114,7 +117,9 @@ def mean_weights(model, guide):
 
 
 @torch.no_grad()
-def prune(model, guide, threshold=3.0):
+def prune(
+    model: nn.Module, guide: DirMagGuide, threshold: float = 3.0
+) -> tuple[nn.Module, PruneReport]:
     r"""
     Drops the units with :math:`\log\alpha >` ``threshold`` and returns the network as a
     smaller, deterministic, plain :class:`torch.nn.Module` (the mean network) and a

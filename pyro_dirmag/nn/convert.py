@@ -30,6 +30,8 @@ without direction noise.
 
 import copy
 import warnings
+from collections.abc import Iterable
+from typing import Any
 
 from pyro.nn.module import to_pyro_module_
 from torch import nn
@@ -43,7 +45,7 @@ __all__ = ["load_deterministic_", "plain_layers", "to_dirmag"]
 _PLAIN_TYPE = {DirMagLinear: nn.Linear, DirMagConv2d: nn.Conv2d}
 
 
-def plain_layers(module):
+def plain_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
     """
     The ``nn.Linear`` and ``nn.Conv2d`` layers of ``module`` (subclasses included, e.g.
     layers under :func:`torch.nn.utils.parametrizations.weight_norm`) in registration
@@ -52,7 +54,7 @@ def plain_layers(module):
     return [(n, m) for n, m in module.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
-def load_deterministic_(dirmag_module, plain_module):
+def load_deterministic_(dirmag_module: nn.Module, plain_module: nn.Module) -> nn.Module:
     r"""
     Copies the weights and biases of a plain network into the DirMag layers of a
     network with the same architecture, in place (pre-training)::
@@ -150,7 +152,9 @@ def _as_tuple(value):
     return value if isinstance(value, str) else tuple(value)
 
 
-def to_dirmag(module, layers=None, **layer_kwargs):
+def to_dirmag(
+    module: nn.Module, layers: Iterable[str] | None = None, **layer_kwargs: Any
+) -> nn.Module:
     r"""
     A DirMag Bayesian copy of a plain network, started from its trained weights::
 

@@ -11,7 +11,11 @@ with :math:`f` the network, :math:`p(y_i \mid \cdot)` the user's likelihood and 
 product over a mini-batch of :math:`M` examples weighed by :math:`N/M`.
 """
 
+from collections.abc import Callable
+
 import pyro
+import pyro.distributions as dist
+import torch
 from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import nn
@@ -59,7 +63,12 @@ class DirMagModel(PyroModule):
     :param int num_data: size :math:`N` of the training set.
     """
 
-    def __init__(self, net, likelihood, num_data):
+    def __init__(
+        self,
+        net: nn.Module,
+        likelihood: Callable[[torch.Tensor], dist.Distribution],
+        num_data: int,
+    ) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
             raise ValueError(f"net must be a torch.nn.Module, got {type(net)}")
@@ -74,7 +83,7 @@ class DirMagModel(PyroModule):
         self.likelihood = likelihood
         self.num_data = num_data
 
-    def forward(self, x, y=None):
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """
         :param torch.Tensor x: a mini-batch of inputs, batch first.
         :param torch.Tensor y: its targets, or ``None`` to sample them.
