@@ -14,3 +14,4 @@ intersphinx_mapping = {}
 nitpicky = False
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
+html_static_path = ["_static"]

@@ -115,3 +115,31 @@ def test_auto_guide_list():
     guide.append(AutoNormal(poutine.block(model, expose=["likelihood.scale"])))
     svi = SVI(model, guide, Adam({"lr": 0.05}), DirMagELBO())
     assert all(math.isfinite(svi.step(x[:n], y[:n])) for n in (16, 10, 5))
+
+
+def test_predict_with_either_composition():
+    from pyro_dirmag.infer import predict
+
+    x, y = _data()
+    model = _model()
+    guide = DirMagGuide(model, other=AutoNormal)
+    svi = SVI(model, guide, Adam({"lr": 0.05}), DirMagELBO())
+    svi.step(x[:16], y[:16])
+    scale = guide.other.median(x, y)["likelihood.scale"]
+    mean, variance = predict(model, guide, x, mode="mean", batch_size=10)
+    assert torch.allclose(variance, scale**2 * torch.ones(48), rtol=1e-5)
+    pyro.clear_param_store()
+    model = _model()
+    guide = AutoGuideList(
+        model, create_plates=lambda x, y=None: pyro.plate("data", 48, subsample_size=len(x))
+    )
+    guide.append(DirMagGuide(poutine.block(model, hide=["likelihood.scale"])))
+    guide.append(AutoNormal(poutine.block(model, expose=["likelihood.scale"])))
+    svi = SVI(model, guide, Adam({"lr": 0.05}), DirMagELBO())
+    svi.step(x[:16], y[:16])
+    scale = guide[1].median(x, y)["likelihood.scale"]
+    for mode in ("mean", "sample", "ensemble"):
+        mean, variance = predict(model, guide, x, mode=mode, num_samples=3, batch_size=10)
+        assert mean.shape == variance.shape == (48,)
+    mean, variance = predict(model, guide, x, mode="mean", batch_size=10)
+    assert torch.allclose(variance, scale**2 * torch.ones(48), rtol=1e-5)
