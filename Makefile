@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train demo test lint clean
+.PHONY: train demo test lint docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+docs: $(STAMP)
+	$(PY) -m sphinx -b html -q docs docs/_build/html
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

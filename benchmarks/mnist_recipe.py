@@ -203,7 +203,7 @@ def main(argv=None):
         result["validation"] = val
         for label, thr in (("chosen", thresholds), ("fixed3", 3.0)):
             pruned, report = prune(model, guide, threshold=thr)
-            probs = logits_in_chunks(pruned.net, xt).softmax(-1)
+            probs = logits_in_chunks(pruned, xt).softmax(-1)
             result[f"pruned_{label}"] = dict(report.as_dict(), test=metrics(probs, yt))
             print(report, flush=True)
         torch.save(

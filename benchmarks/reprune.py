@@ -48,7 +48,7 @@ def main(argv=None):
     thresholds, val = choose_thresholds(model, guide, xv, yv, tolerance=args.tolerance)
     for label, thr in (("chosen", thresholds), ("fixed3", 3.0)):
         pruned, report = prune(model, guide, threshold=thr)
-        probs = mnist_recipe.logits_in_chunks(pruned.net, xt).softmax(-1)
+        probs = mnist_recipe.logits_in_chunks(pruned, xt).softmax(-1)
         key = f"pruned_{label}"
         if key in result:
             result[f"{key}_before"] = result[key]

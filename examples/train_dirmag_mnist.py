@@ -23,6 +23,7 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import ClippedAdam
 
+import pyro_dirmag
 from pyro_dirmag.data import load_mnist
 from pyro_dirmag.infer import (
     DirMagELBO,
@@ -161,22 +162,25 @@ def main(argv=None):
         print(f"  {labels[mode]:<24} {100 * acc:8.2f}%  {nll:7.4f}  {ece:7.4f}  {sec:5.1f} s")
     pruned, report = prune(model, guide, threshold=args.prune_threshold)
     with torch.no_grad():
-        logits = torch.cat([pruned.net(c) for c in xt.split(1000)])
+        logits = torch.cat([pruned(c) for c in xt.split(1000)])
     print()
     print(report)
     print(f"  pruned network test accuracy {100 * accuracy(logits.softmax(-1), yt):.2f}%")
     if args.save:
         os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
-        torch.save(
-            {
+        # model and guide state dicts (pyro_dirmag.load restores them); the param
+        # store's state would not restore the model's weights
+        pyro_dirmag.save(
+            args.save,
+            model,
+            guide,
+            extra={
                 "args": vars(args),
                 "epochs": epoch,
                 "train_seconds": train_time,
-                "param_store": pyro.get_param_store().get_state(),
                 "pruned_state_dict": pruned.state_dict(),
                 "metrics": rows,
             },
-            args.save,
         )
         print(f"checkpoint written to {args.save}")
     return rows, report

@@ -2,41 +2,35 @@
 The DirMag Bayesian classifiers and their deterministic baselines.
 """
 
-import pyro
 import pyro.distributions as dist
 from pyro.nn import PyroModule
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from pyro_dirmag.nn import DirMagConv2d, DirMagLinear
+from pyro_dirmag.nn import DirMagConv2d, DirMagLinear, DirMagModel
 
 from .architectures import layers
 
 __all__ = ["DirMagClassifier", "deterministic_model", "dirmag_model"]
 
 
-class DirMagClassifier(PyroModule):
+def _categorical(logits):
+    return dist.Categorical(logits=logits)
+
+
+class DirMagClassifier(DirMagModel):
     """
     A categorical likelihood on top of a network of DirMag layers, called inside a
     subsampled data plate (so per-example noise, one KL per step and the :math:`N/M`
-    likelihood weight all hold for any batch size).
+    likelihood weight all hold for any batch size): a
+    :class:`~pyro_dirmag.nn.DirMagModel` with ``Categorical(logits=net(x))``.
 
     :param torch.nn.Sequential net: a ``PyroModule[nn.Sequential]`` returning logits.
     :param int num_data: size :math:`N` of the training set.
     """
 
     def __init__(self, net, num_data):
-        super().__init__()
-        if not isinstance(num_data, int) or num_data < 1:
-            raise ValueError(f"num_data must be a positive int, got {num_data!r}")
-        self.net = net
-        self.num_data = num_data
-
-    def forward(self, x, y=None):
-        with pyro.plate("data", self.num_data, subsample_size=x.shape[0]):
-            logits = self.net(x)
-            pyro.sample("y", dist.Categorical(logits=logits), obs=y)
-        return logits
+        super().__init__(net, _categorical, num_data)
 
 
 def dirmag_model(name, num_data, **layer_kwargs):

@@ -61,3 +61,23 @@ def test_readme_noise_block_runs():
     probs = namespace["probs"]
     assert probs.shape == (5, 10)
     assert torch.allclose(probs.sum(-1), torch.ones(5), atol=1e-5)
+
+
+def test_readme_own_network_block_runs_as_written(tmp_path, monkeypatch):
+    from torch import nn
+
+    from pyro_dirmag.infer import predict
+
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    block = _block_after("Your own network, any likelihood, save and load")
+    # run it in two parts, to predict with the first model before the second exists
+    cut = block.index("pyro_dirmag.save(")
+    exec(compile(block[:cut], "README.md", "exec"), namespace)
+    assert namespace["mean"].shape == namespace["variance"].shape == (64,)
+    x = namespace["x"]
+    before = predict(namespace["model"], namespace["guide"], x, mode="mean")
+    exec(compile(block[cut:], "README.md", "exec"), namespace)
+    assert type(namespace["pruned"]) is nn.Sequential
+    after = predict(namespace["model2"], namespace["guide2"], x, mode="mean")
+    assert torch.equal(before.mean, after.mean) and torch.equal(before.variance, after.variance)

@@ -3,7 +3,7 @@
 from .elbo import DirMagELBO
 from .guide import LOG_ALPHA_MAX, LOG_ALPHA_MIN, DirMagGuide
 from .metrics import accuracy, expected_calibration_error, negative_log_likelihood
-from .predict import PREDICT_MODES, predict
+from .predict import PREDICT_MODES, PredictiveMoments, predict
 from .prune import PruneReport, SelectFeatures, mean_weights, prune
 from .recipe import (
     FlatThenLinear,
@@ -33,6 +33,7 @@ __all__ = [
     "FiniteSVI",
     "NonFiniteLossError",
     "PlaneRotationReparam",
+    "PredictiveMoments",
     "PruneReport",
     "SelectFeatures",
     "accuracy",

@@ -42,7 +42,13 @@ class DirMagELBO(TraceMeanField_ELBO):
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"]:
                 continue
-            guide_site = guide_trace.nodes[name]
+            guide_site = guide_trace.nodes.get(name)
+            if guide_site is None:
+                raise ValueError(
+                    f"model site {name!r} is latent but the guide has no site of that name: "
+                    "DirMagGuide fits only DirMag sites; pass other=AutoNormal (or another "
+                    "autoguide class) to DirMagGuide"
+                )
             if _has_kl(guide_site["fn"], site["fn"]):
                 # The loss uses the analytic KL here: skip both densities.
                 zero = torch.zeros((), dtype=site["value"].dtype, device=site["value"].device)

@@ -17,7 +17,7 @@ the noise level is :math:`\log\alpha = 2(\log\lambda - \log|m|)`.
 to ``[LOG_ALPHA_MIN, LOG_ALPHA_MAX]`` before the distribution is built, so that the
 KL (which depends on :math:`q` only through :math:`\alpha`) and the samples always
 see the same, bounded :math:`\alpha`: the KL stays finite when :math:`\lambda \ll |m|`,
-and a unit whose magnitude collapses to 0 gets a scale that shrinks with it (|m| is
+and a unit whose magnitude collapses to 0 gets a scale that shrinks with it (:math:`|m|` is
 floored at 1e-8 in the bounds) instead of noise without bound. Outside the range the
 gradient with respect to :math:`\log\lambda` is zero (the bound moves with :math:`m`),
 the usual behaviour of clipped sparse variational dropout. :meth:`DirMagGuide.log_alpha` reports the
@@ -31,6 +31,21 @@ subsample size is the current batch size, and scales them so that the copies wei
 dimension of the first tensor argument of the model; pass ``create_plates`` (as for
 any Pyro ``AutoGuide``) when the model's plate is sized otherwise.
 
+**Other latent variables.** A model may have latent sites of its own besides the
+DirMag layers' (a noise scale, a prior's hyperparameter). ``other=`` names a Pyro
+autoguide class (or any callable ``model -> AutoGuide``) that
+:class:`DirMagGuide` builds on the model with the DirMag sites hidden and runs inside
+its own plates, so that one guide covers the whole model::
+
+    guide = DirMagGuide(model, other=AutoNormal)
+    guide = DirMagGuide(model, other=functools.partial(AutoLowRankMultivariateNormal, rank=2))
+
+The same composition by hand, ``AutoGuideList`` of a ``DirMagGuide`` and an autoguide
+on ``poutine.block``-ed models, also works, but the list's plates keep the batch size
+of its first run (Pyro's rule), so every batch must have that size; ``other=``
+follows the batch size. Without ``other=``, a model with other latent sites is
+refused when the guide is first run with observed data.
+
 **References:**
 
 [1] D. Molchanov, A. Ashukha, D. Vetrov (2017) "Variational Dropout Sparsifies Deep
@@ -40,11 +55,14 @@ any Pyro ``AutoGuide``) when the model's plate is sized otherwise.
 import functools
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import ExitStack
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroModule, PyroParam
@@ -89,17 +107,23 @@ class DirMagGuide(AutoGuide):
     :param callable create_plates: as for :class:`~pyro.infer.autoguide.AutoGuide`;
         by default the data plate's subsample size is the leading dimension of the
         model's first tensor argument.
+    :param callable other: a Pyro autoguide class, or a callable ``model ->
+        AutoGuide``, for the model's latent sites that are not DirMag sites (see the
+        module notes); its guide is the attribute ``other`` after the first run.
     """
 
     def __init__(
         self,
-        model,
+        model: Callable,
         *,
-        init_log_alpha=-8.0,
-        init_angle_loc=0.0,
-        init_angle_scale=0.05,
-        create_plates=None,
-    ):
+        init_log_alpha: float = -8.0,
+        init_angle_loc: float = 0.0,
+        init_angle_scale: float = 0.05,
+        create_plates: Callable | None = None,
+        other: Callable[[Callable], AutoGuide] | None = None,
+    ) -> None:
+        if other is not None and not callable(other):
+            raise ValueError(f"other must be an autoguide class or callable, got {other!r}")
         if not LOG_ALPHA_MIN <= init_log_alpha <= LOG_ALPHA_MAX:
             raise ValueError(
                 f"init_log_alpha must be in [{LOG_ALPHA_MIN}, {LOG_ALPHA_MAX}], "
@@ -113,6 +137,8 @@ class DirMagGuide(AutoGuide):
         self.init_angle_loc = float(init_angle_loc)
         self.init_angle_scale = float(init_angle_scale)
         super().__init__(model, create_plates=create_plates)
+        self._other_factory = other
+        self.other = None
 
     # ----- setup ---------------------------------------------------------------
     def _setup_prototype(self, *args, **kwargs):
@@ -122,12 +148,11 @@ class DirMagGuide(AutoGuide):
         self.magnitude_log_scale = PyroModule()
         self.angle_loc = PyroModule()
         self.angle_scale = PyroModule()
+        others = []
         for name, site in self.prototype_trace.iter_stochastic_nodes():
             kind = site["infer"].get("dirmag")
             if kind not in _KINDS:
-                # Not a DirMag site (e.g. an unobserved likelihood site when the guide is
-                # first run without labels): left to the model, as AutoGuides do with
-                # blocked sites; combine guides with AutoGuideList for other latents.
+                others.append(name)
                 continue
             frames = [f for f in site["cond_indep_stack"] if f.vectorized]
             if len(frames) > 1 and self.create_plates is None:
@@ -159,9 +184,51 @@ class DirMagGuide(AutoGuide):
                 sigma = torch.full(event_shape, self.init_angle_scale, dtype=like.dtype)
                 deep_setattr(self.angle_loc, name, PyroParam(mu, constraints.real, 1))
                 deep_setattr(self.angle_scale, name, PyroParam(sigma, constraints.positive, 1))
+        self._setup_other(others, args, kwargs)
+
+    def _setup_other(self, others, args, kwargs):
+        """The guide of the non-DirMag latent sites ``others`` (see the module notes)."""
+        if not others:
+            return
+        # The prototype trace leaves observed sites out; one more run tells whether this
+        # first run had observations. Without any (e.g. a first run without labels) the
+        # likelihood site is unobserved too and cannot be told from a latent.
+        full = poutine.block(poutine.trace(self.model).get_trace)(*args, **kwargs)
+        observed = any(
+            site["type"] == "sample" and site["is_observed"] for site in full.nodes.values()
+        )
+        if self._other_factory is None:
+            if observed:
+                raise ValueError(
+                    f"model: latent sites {others} are not DirMag sites and DirMagGuide "
+                    "does not fit them; pass other=AutoNormal (or another autoguide "
+                    "class) to DirMagGuide"
+                )
+            return
+        if not observed:
+            raise ValueError(
+                "DirMagGuide(other=...) must first be run with the training arguments, "
+                f"observations included: without them the sites {others} cannot be told "
+                "from latent variables"
+            )
+        # The part's model hides the DirMag sites; assigning an AutoGuide makes this
+        # guide its master (Pyro's AutoGuide protocol), so it runs in our plates.
+        self.other = self._other_factory(poutine.block(self.model, hide=list(self._sites)))
+        if not isinstance(self.other, AutoGuide):
+            raise ValueError(
+                f"other must build a pyro.infer.autoguide.AutoGuide, got {type(self.other)}"
+            )
+
+    def _check_prototype(self, part_trace):
+        # Called by the part guide built from ``other`` (as AutoGuideList does).
+        for name, part_site in part_trace.iter_stochastic_nodes():
+            site = self.prototype_trace.nodes[name]
+            if part_site["fn"].shape() != site["fn"].shape():
+                raise ValueError(f"site {name!r} changed shape between the guide's runs")
 
     def _create_plates(self, *args, **kwargs):
-        if self.create_plates is not None:
+        if self.create_plates is not None or self.master is not None:
+            # user plates, or the plates of the AutoGuideList this guide is part of
             return super()._create_plates(*args, **kwargs)
         self.plates = {}
         if self._prototype_frames:
@@ -173,7 +240,7 @@ class DirMagGuide(AutoGuide):
 
     # ----- posteriors --------------------------------------------------------------
     @property
-    def site_names(self):
+    def site_names(self) -> list[str]:
         """Names of the DirMag sites, in model order (after the first call)."""
         self._require_setup()
         return list(self._sites)
@@ -191,7 +258,7 @@ class DirMagGuide(AutoGuide):
         log_scale = torch.maximum(torch.minimum(log_lambda, hi), lo)
         return m, log_scale.exp()
 
-    def posterior(self, name):
+    def posterior(self, name: str) -> dist.Independent:
         """
         The posterior of one unit-vector site, batch shape ``()``, event ``(units,)``.
 
@@ -220,12 +287,16 @@ class DirMagGuide(AutoGuide):
             with ExitStack() as stack:
                 for frame in site["cond_indep_stack"]:
                     if frame.vectorized:
-                        stack.enter_context(plates[frame.name])
+                        plate = plates[frame.name]
+                        _check_plate_size(plate, args, kwargs, self.create_plates)
+                        stack.enter_context(plate)
                 result[name] = sample_per_example(name, self.posterior(name))
+        if self.other is not None:
+            result.update(self.other(*args, **kwargs))
         return result
 
     @torch.no_grad()
-    def log_alpha(self):
+    def log_alpha(self) -> dict[str, torch.Tensor]:
         r"""
         Clipped :math:`\log\alpha = 2(\log\lambda - \log|m|)` of every magnitude site.
 
@@ -240,7 +311,7 @@ class DirMagGuide(AutoGuide):
         return out
 
     @torch.no_grad()
-    def posterior_mean(self):
+    def posterior_mean(self) -> dict[str, torch.Tensor]:
         """
         Posterior means of every site: :math:`m` for magnitudes, the truncated normal's
         mean for angles.
@@ -250,7 +321,7 @@ class DirMagGuide(AutoGuide):
         self._require_setup()
         return {name: self.posterior(name).mean for name in self._sites}
 
-    def median(self, *args, **kwargs):
+    def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Posterior medians (:math:`m`; the angle's inverse CDF at 1/2), per unit."""
         self._require_setup()
         with torch.no_grad():
@@ -262,7 +333,7 @@ class DirMagGuide(AutoGuide):
             return out
 
     @torch.no_grad()
-    def sample_posterior(self):
+    def sample_posterior(self) -> dict[str, torch.Tensor]:
         """One global draw of every site (one network): ``{name: (units,) tensor}``."""
         self._require_setup()
         return {name: self.posterior(name).sample() for name in self._sites}
@@ -293,6 +364,20 @@ def _log_abs(m):
 def deep_getattr(obj, key):
     """``getattr`` through a dotted ``key`` (the inverse of ``deep_setattr``)."""
     return functools.reduce(getattr, key.split("."), obj)
+
+
+def _check_plate_size(plate, args, kwargs, create_plates):
+    """A plate made elsewhere (an AutoGuideList's) must have the current batch size."""
+    if create_plates is not None:
+        return
+    batch = _batch_size(args, kwargs)
+    if plate.subsample_size != batch:
+        raise ValueError(
+            f"plate {plate.name!r} of the enclosing AutoGuideList has subsample size "
+            f"{plate.subsample_size} (its first run) but this batch has {batch} rows: pass "
+            "create_plates= to the AutoGuideList, or use DirMagGuide(model, other=...) "
+            "instead of the list"
+        )
 
 
 def _batch_size(args, kwargs):

@@ -22,20 +22,22 @@ def _check(probs, labels):
         raise ValueError("empty inputs")
 
 
-def accuracy(probs, labels):
+def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of rows whose most probable class is the label."""
     _check(probs, labels)
     return (probs.argmax(-1) == labels).double().mean().item()
 
 
-def negative_log_likelihood(probs, labels, eps=1e-12):
+def negative_log_likelihood(probs: torch.Tensor, labels: torch.Tensor, eps: float = 1e-12) -> float:
     r"""Mean :math:`-\log p(y_i \mid x_i)`; probabilities are floored at ``eps``."""
     _check(probs, labels)
     p = probs.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
     return -p.double().clamp_min(eps).log().mean().item()
 
 
-def expected_calibration_error(probs, labels, num_bins=15):
+def expected_calibration_error(
+    probs: torch.Tensor, labels: torch.Tensor, num_bins: int = 15
+) -> float:
     r"""
     Expected calibration error of the top-class confidence (Guo et al. 2017):
 

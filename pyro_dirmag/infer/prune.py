@@ -15,9 +15,10 @@ magnitudes and biases set to 0, provided the activation between layers maps 0 to
 (ReLU, max-pooling, flattening). The output units of the model's last DirMag layer
 (the class logits) are never dropped.
 
-Assumption: the DirMag layers form a chain in registration order (each one's outputs
-are the next one's inputs, through elementwise maps, pooling or flattening), as in
-every network of :mod:`pyro_dirmag.models` and the README.
+Assumption, checked: the DirMag layers form a chain in the order they are called
+(each one's outputs are the next one's inputs, through elementwise maps, pooling or
+flattening), as in every network of :mod:`pyro_dirmag.models` and every plain MLP or
+LeNet-style network converted by :func:`~pyro_dirmag.nn.to_dirmag`.
 """
 
 import copy
@@ -25,10 +26,17 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from pyro import poutine
+from pyro.nn import PyroModule
 from pyro.nn.module import _PyroModuleMeta
 from torch import nn
 
+from ..checkpoint import check_params, example_inputs
 from ..nn.dirmag import DirMagConv2d, DirMagLinear, dirmag_layers
+from ..nn.model import DirMagModel
+from .guide import DirMagGuide
+
+_DIRMAG_LAYERS = (DirMagLinear, DirMagConv2d)
 
 __all__ = ["PruneReport", "SelectFeatures", "mean_weights", "prune"]
 
@@ -58,15 +66,15 @@ class PruneReport:
     ``threshold`` is the float or per-layer dict :func:`prune` was given.
     """
 
-    threshold: object
+    threshold: float | dict[str, float]
     layers: list = field(default_factory=list)
 
     @property
-    def params_kept(self):
+    def params_kept(self) -> int:
         return sum(r["params_kept"] for r in self.layers)
 
     @property
-    def params_total(self):
+    def params_total(self) -> int:
         return sum(r["params_total"] for r in self.layers)
 
     def as_dict(self):
@@ -80,7 +88,7 @@ class PruneReport:
         }
 
     @property
-    def compression(self):
+    def compression(self) -> float:
         """Parameter compression: total weights and biases before / after."""
         return self.params_total / max(self.params_kept, 1)
 
@@ -104,7 +112,9 @@ class PruneReport:
 
 
 @torch.no_grad()
-def mean_weights(model, guide):
+def mean_weights(
+    model: nn.Module, guide: DirMagGuide
+) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     """
     The mean network's weight and bias of every DirMag layer.
 
@@ -123,34 +133,68 @@ def mean_weights(model, guide):
 
 
 @torch.no_grad()
-def prune(model, guide, threshold=3.0):
+def prune(
+    model: nn.Module, guide: DirMagGuide, threshold: float | dict[str, float] = 3.0
+) -> tuple[nn.Module, PruneReport]:
     r"""
-    Drops the units with :math:`\log\alpha >` ``threshold`` and returns a smaller,
-    deterministic copy of ``model`` (the mean network) and a :class:`PruneReport`.
+    Drops the units with :math:`\log\alpha >` ``threshold`` and returns the network as a
+    smaller, deterministic, plain :class:`torch.nn.Module` (the mean network) and a
+    :class:`PruneReport`::
+
+        pruned, report = prune(model, guide)
+        exported = torch.export.export(pruned, (x_test[:1],))
+
+    What is pruned is the model's network: ``model.net`` for a
+    :class:`~pyro_dirmag.nn.DirMagModel` (or :class:`~pyro_dirmag.models.DirMagClassifier`),
+    else the model itself when it is a network (e.g. ``PyroModule[nn.Sequential]`` or
+    the result of :func:`~pyro_dirmag.nn.to_dirmag`). In the copy every DirMag layer is
+    replaced by a plain :class:`torch.nn.Linear` / :class:`torch.nn.Conv2d` (preceded by
+    a :class:`SelectFeatures` where a ``reverse`` layer dropped network inputs) and
+    every ``PyroModule[C]`` by its class ``C``, so no Pyro is left in it and the
+    user's ``forward`` code runs unchanged.
+
+    .. note:: What cannot be pruned, with a ``ValueError`` that says so: a model whose
+        own class is a :class:`~pyro.nn.PyroModule` subclass with a ``forward`` of its
+        own (its plates and sample statements cannot be kept in a plain module: build
+        it as ``DirMagModel(net, likelihood, num_data)``); a network holding other
+        Pyro latents (``PyroSample``) or such PyroModule subclasses; a DirMag layer
+        that a run does not call; and any network where dropping units is not
+        the same as zeroing them: the DirMag layers must form a chain in the order
+        they are called, joined by maps that send 0 to 0 (ReLU, tanh, pooling,
+        flattening), without skip connections. This last rule is checked by running
+        the pruned network against the mean network with the dropped units zeroed on
+        one row of the guide's inputs.
 
     :param model: the model, a :class:`torch.nn.Module` with DirMag layers.
     :param guide: its fitted :class:`~pyro_dirmag.infer.DirMagGuide`.
     :param threshold: the :math:`\log\alpha` above which a unit is dropped: a float
-        for every layer, or a dict ``{layer name: float}`` naming every DirMag layer
-        (as :func:`~pyro_dirmag.infer.choose_thresholds` returns).
-    :returns: ``(pruned_module, report)``; in the copy every DirMag layer is replaced
-        by a plain :class:`torch.nn.Linear` / :class:`torch.nn.Conv2d` (preceded by a
-        :class:`SelectFeatures` where a ``reverse`` layer dropped network inputs) and
-        every ``PyroModule[torch class]`` container by its torch class.
+        for every layer, or a dict ``{layer name: float}`` naming every DirMag layer of
+        the network (as :func:`~pyro_dirmag.infer.choose_thresholds` returns; names
+        as in :attr:`PruneReport.layers`).
+    :returns: ``(pruned_network, report)``.
+    :raises ValueError: for what cannot be pruned (see the note), or if Pyro's param
+        store disagrees with the model's parameters (see
+        :func:`pyro_dirmag.checkpoint.check_params`).
     """
-    layers = dirmag_layers(model)
+    network = _network(model)
+    layers = dirmag_layers(network)
     if not layers:
-        raise ValueError("the model has no DirMag layer to prune")
+        raise ValueError("model: it has no DirMag layer to prune")
+    check_params(model, guide)
+    args, kwargs = example_inputs(guide)
+    order, net_args = _call_order(model, guide, network, args, kwargs)
+    by_name = dict(layers)
+    layers = [(name, by_name[name]) for name in order]
     thresholds = _thresholds_per_layer(threshold, [name for name, _ in layers])
     log_alpha = guide.log_alpha()
-    mean_network = mean_weights(model, guide)
+    mean_network = mean_weights(network, guide)
     unit_keep = []
     for name, layer in layers:
         if layer.magnitude_noise:
             unit_keep.append(log_alpha[layer._pyro_get_fullname("magnitude")] <= thresholds[name])
         else:
             unit_keep.append(torch.ones(layer.num_units, dtype=torch.bool))
-    # Output masks (never drop the logits of the last layer) and input masks.
+    # Output masks (never drop the outputs of the last layer) and input masks.
     out_keep, in_keep = [], []
     for k, (name, layer) in enumerate(layers):
         n_out = layer.v.shape[0]
@@ -165,7 +209,7 @@ def prune(model, guide, threshold=3.0):
             n_in = layer.v.shape[1]
             if n_in % prev.numel():
                 raise ValueError(
-                    f"cannot chain {layers[k - 1][0]!r} ({prev.numel()} outputs) into "
+                    f"model: cannot chain {layers[k - 1][0]!r} ({prev.numel()} outputs) into "
                     f"{name!r} ({n_in} inputs)"
                 )
             spread = prev.repeat_interleave(n_in // prev.numel())
@@ -175,13 +219,22 @@ def prune(model, guide, threshold=3.0):
                 # no longer needs to compute.
                 out_keep[k - 1] = out_keep[k - 1] & keep_in
         in_keep.append(keep_in)
-    pruned = copy.deepcopy(model)
+    pruned, zeroed = copy.deepcopy(network), copy.deepcopy(network)
     report = PruneReport(threshold)
     for k, (name, layer) in enumerate(layers):
         weight, bias = mean_network[name]
         weight = weight.detach()
         bias = None if bias is None else bias.detach()
         rows = out_keep[k].nonzero().squeeze(-1)
+        # the reference: the same weights with this layer's dropped units zeroed (rows,
+        # or columns of a reverse layer), nothing removed
+        zero_w, zero_b = weight.clone(), None if bias is None else bias.clone()
+        if layer.reverse:
+            zero_w[:, ~unit_keep[k]] = 0
+        else:
+            zero_w[~out_keep[k]] = 0
+            if zero_b is not None:
+                zero_b[~out_keep[k]] = 0
         weight = weight.index_select(0, rows)
         bias = None if bias is None else bias.index_select(0, rows)
         select = None
@@ -193,10 +246,8 @@ def prune(model, guide, threshold=3.0):
         plain = _plain_layer(layer, weight, bias)
         if select is not None:
             plain = nn.Sequential(select, plain)
-        if name:
-            _set_submodule(pruned, name, plain)
-        else:
-            pruned = plain
+        pruned = _set_submodule(pruned, name, plain)
+        zeroed = _set_submodule(zeroed, name, _plain_layer(layer, zero_w, zero_b))
         total = layer.v.numel() + (0 if layer.bias is None else layer.bias.numel())
         kept = weight.numel() + (0 if bias is None else bias.numel())
         report.layers.append(
@@ -210,7 +261,100 @@ def prune(model, guide, threshold=3.0):
                 "threshold": thresholds[name],
             }
         )
-    return _depyro(pruned), report
+    pruned, zeroed = _depyro(pruned), _depyro(zeroed)
+    _check_plain(pruned)
+    _check_same(pruned, zeroed, net_args)
+    # Registration order in the report, as dirmag_layers gives it.
+    rank = {name: i for i, (name, _) in enumerate(dirmag_layers(network))}
+    report.layers.sort(key=lambda r: rank[r["name"]])
+    return pruned, report
+
+
+def _network(model):
+    """The module that prune turns into a plain network."""
+    if isinstance(model, DirMagModel):
+        return model.net
+    for name, m in model.named_modules():
+        if isinstance(m, PyroModule) and not _is_generated(type(m)):
+            if not isinstance(m, _DIRMAG_LAYERS):
+                where = f"submodule {name!r}" if name else "model"
+                raise ValueError(
+                    f"model: cannot prune {where} of class {type(m).__name__}: it is a "
+                    "PyroModule subclass whose forward is Pyro code (plates, sample "
+                    "statements), which a plain torch module cannot keep. Build the model "
+                    "as DirMagModel(net, likelihood, num_data) with the layers in net"
+                )
+    return model
+
+
+def _is_generated(cls):
+    """Whether ``cls`` is a ``PyroModule[C]`` class made by Pyro from a torch class."""
+    return cls in _pyro_mixins()
+
+
+def _pyro_mixins():
+    # Pyro keeps the classes PyroModule[C] it made in this private cache; the one use of
+    # it is here (tests/infer/test_dirmag_prune.py fails loudly if it moves).
+    return {v: k for k, v in _PyroModuleMeta._pyro_mixin_cache.items()}
+
+
+def _call_order(model, guide, network, args, kwargs):
+    """The DirMag layers' names in the order one run calls them, and the network's
+    inputs in that run."""
+    order, net_args = [], []
+    names = {id(m): n for n, m in dirmag_layers(network)}
+    handles = [
+        m.register_forward_pre_hook(lambda mod, a: order.append(names[id(mod)]))
+        for _, m in dirmag_layers(network)
+    ]
+    handles.append(
+        network.register_forward_pre_hook(
+            lambda mod, a, kw: net_args.append((a, kw)) if not net_args else None,
+            with_kwargs=True,
+        )
+    )
+    try:
+        with poutine.block():
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            poutine.replay(model, trace=guide_trace)(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    # (A layer called twice has two sites of one name: Pyro refuses the model itself.)
+    missing = sorted(set(names.values()) - set(order))
+    if missing:
+        raise ValueError(f"model: cannot prune layers that a run does not call {missing}")
+    return order, net_args[0]
+
+
+def _check_plain(module):
+    for name, m in module.named_modules():
+        if isinstance(m, PyroModule):
+            raise ValueError(
+                f"model: cannot prune submodule {name!r} ({type(m).__name__}): it keeps Pyro "
+                "latent variables or parameters (PyroSample/PyroParam)"
+            )
+
+
+def _check_same(pruned, zeroed, net_args):
+    """The pruned network must compute the mean network with the dropped units zeroed."""
+    args, kwargs = net_args
+    try:
+        got = pruned(*args, **kwargs)
+    except RuntimeError as error:
+        raise ValueError(
+            "model: dropping units breaks this network (the DirMag layers are not a chain "
+            f"of layers in call order): {error}"
+        ) from error
+    expected = zeroed(*args, **kwargs)
+    if not (torch.is_tensor(got) and torch.is_tensor(expected)):
+        return
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+        raise ValueError(
+            "model: dropping units changes this network's output beyond zeroing them: its "
+            "DirMag layers are not a chain joined by maps that send 0 to 0 (a skip "
+            "connection, or an activation such as sigmoid)"
+        )
 
 
 def _thresholds_per_layer(threshold, names):
@@ -254,11 +398,15 @@ def _plain_layer(layer, weight, bias):
 
 
 def _set_submodule(root, name, module):
+    """Puts ``module`` at ``name`` in ``root`` (in place) and returns the root."""
+    if not name:
+        return module
     parent_name, _, attr = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     # In place (keeps the child order of Sequential containers), bypassing
     # PyroModule.__setattr__'s naming of the new plain child.
     parent._modules[attr] = module
+    return root
 
 
 def _depyro(module):
@@ -266,8 +414,9 @@ def _depyro(module):
     for name, child in list(module._modules.items()):
         module._modules[name] = _depyro(child)
     cls = type(module)
-    generated = {v: k for k, v in _PyroModuleMeta._pyro_mixin_cache.items()}
-    if cls in generated:
+    generated = _pyro_mixins()
+    pyro_attributes = module.__dict__.get("_pyro_samples") or module.__dict__.get("_pyro_params")
+    if cls in generated and not pyro_attributes:
         base = generated[cls]
         plain = base.__new__(base)
         state = {k: v for k, v in module.__dict__.items() if not k.startswith("_pyro")}

@@ -379,7 +379,6 @@ def choose_thresholds(model, guide, x_val, y_val, candidates=THRESHOLD_CANDIDATE
     :returns: ``({layer name: threshold}, {"reference": acc, "pruned": acc})``;
         ``inf`` for a layer left unpruned.
     """
-    from ..nn.dirmag import dirmag_layers
     from .prune import prune
 
     if not tolerance >= 0:
@@ -387,19 +386,19 @@ def choose_thresholds(model, guide, x_val, y_val, candidates=THRESHOLD_CANDIDATE
     candidates = sorted({float(c) for c in candidates}, reverse=True)
     if not candidates:
         raise ValueError("candidates must not be empty")
-    names = [name for name, _ in dirmag_layers(model)]
 
     def evaluate(thresholds):
         pruned, report = prune(model, guide, threshold=thresholds)
         pruned.eval()
-        net = pruned.net if hasattr(pruned, "net") else pruned
         correct = 0
         for xb, yb in zip(x_val.split(1000), y_val.split(1000), strict=True):
-            correct += int((net(xb).argmax(-1) == yb).sum())
-        return correct / len(y_val), report.params_kept
+            correct += int((pruned(xb).argmax(-1) == yb).sum())
+        return correct / len(y_val), report
 
+    reference, report = evaluate(math.inf)
+    names = [r["name"] for r in report.layers]  # prune's names, relative to the network
     chosen = dict.fromkeys(names, math.inf)
-    reference, params = evaluate(chosen)
+    params = report.params_kept
     current = reference
     while True:
         best = None
@@ -408,7 +407,8 @@ def choose_thresholds(model, guide, x_val, y_val, candidates=THRESHOLD_CANDIDATE
             if not lower:
                 continue
             trial = dict(chosen, **{name: lower[0]})
-            acc, kept = evaluate(trial)
+            acc, report = evaluate(trial)
+            kept = report.params_kept
             if acc >= reference - tolerance:
                 key = (params - kept, acc)
                 if best is None or key > best[0]:

@@ -1,6 +1,7 @@
-from .convert import load_deterministic_
+from .convert import load_deterministic_, to_dirmag
 from .dirmag import PHI_MODES, DirMagConv2d, DirMagLinear, direction_noise
 from .evaluation import EVAL_MODES, noise_mode, predict_probs
+from .model import DirMagModel
 from .noise import DIRECTION_NOISES, MAGNITUDE_NOISES, NOISES
 from .noisy_layers import NOISE_TARGETS, NoisyConv2d, NoisyLinear
 from .noisy_mlp import noisy_mlp
@@ -9,6 +10,7 @@ __all__ = [
     "PHI_MODES",
     "DirMagConv2d",
     "DirMagLinear",
+    "DirMagModel",
     "direction_noise",
     "load_deterministic_",
     "DIRECTION_NOISES",
@@ -21,4 +23,5 @@ __all__ = [
     "noise_mode",
     "noisy_mlp",
     "predict_probs",
+    "to_dirmag",
 ]

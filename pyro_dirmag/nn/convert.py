@@ -2,8 +2,16 @@ r"""
 From a plain ``torch.nn`` network to a DirMag Bayesian network ("bring your own
 network"; the pre-training of thesis section 4.4).
 
-:func:`load_deterministic_` copies a trained deterministic network's weights into a
-DirMag network of the same architecture. Each DirMag layer starts at :math:`v = w` and
+:func:`to_dirmag` turns a copy of any ``torch.nn.Module`` into a Bayesian network: its
+``nn.Linear`` and ``nn.Conv2d`` layers (all, or a chosen subset) become
+:class:`~pyro_dirmag.nn.DirMagLinear` / :class:`~pyro_dirmag.nn.DirMagConv2d` layers
+started from the module's trained weights, the rest of the module is kept and its
+other parameters stay point estimates. Wrap the result in a
+:class:`~pyro_dirmag.nn.DirMagModel` with a likelihood and the data size to get a Pyro
+model. :func:`load_deterministic_` copies a trained deterministic network's weights
+into an existing DirMag network of the same architecture.
+
+Each DirMag layer starts at :math:`v = w` and
 at the initial magnitude :math:`\|w_j\|` per unit (see
 :meth:`~pyro_dirmag.nn.DirMagLinear.load_weight_`), which
 :class:`~pyro_dirmag.infer.DirMagGuide` takes as its initial posterior mean :math:`m`.
@@ -20,17 +28,24 @@ i.e. the plain network's weights up to :math:`\cos E[\epsilon]`, which is
 without direction noise.
 """
 
+import copy
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+from pyro.nn.module import to_pyro_module_
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .dirmag import DirMagConv2d, DirMagLinear, dirmag_layers
 
-__all__ = ["load_deterministic_", "plain_layers"]
+__all__ = ["load_deterministic_", "plain_layers", "to_dirmag"]
 
 #: The plain layer type that each DirMag layer type takes its weights from.
 _PLAIN_TYPE = {DirMagLinear: nn.Linear, DirMagConv2d: nn.Conv2d}
 
 
-def plain_layers(module):
+def plain_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
     """
     The ``nn.Linear`` and ``nn.Conv2d`` layers of ``module`` (subclasses included, e.g.
     layers under :func:`torch.nn.utils.parametrizations.weight_norm`) in registration
@@ -39,7 +54,7 @@ def plain_layers(module):
     return [(n, m) for n, m in module.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
-def load_deterministic_(dirmag_module, plain_module):
+def load_deterministic_(dirmag_module: nn.Module, plain_module: nn.Module) -> nn.Module:
     r"""
     Copies the weights and biases of a plain network into the DirMag layers of a
     network with the same architecture, in place (pre-training)::
@@ -135,3 +150,167 @@ def _check_pair(t_name, target, s_name, source):
 
 def _as_tuple(value):
     return value if isinstance(value, str) else tuple(value)
+
+
+def to_dirmag(
+    module: nn.Module, layers: Iterable[str] | None = None, **layer_kwargs: Any
+) -> nn.Module:
+    r"""
+    A DirMag Bayesian copy of a plain network, started from its trained weights::
+
+        net = nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))
+        # ... train net as usual (optional: this is the pre-training) ...
+        bnn = to_dirmag(net)                       # the Bayesian net, a PyroModule
+        model = DirMagModel(bnn, lambda out: dist.Normal(out.squeeze(-1), 0.1), num_data)
+        guide = DirMagGuide(model)
+
+    Every ``nn.Linear`` and ``nn.Conv2d`` of ``module`` (or those named in ``layers``)
+    is replaced, at its place in the module tree, by a
+    :class:`~pyro_dirmag.nn.DirMagLinear` / :class:`~pyro_dirmag.nn.DirMagConv2d` of
+    the same shape whose weights are loaded by :func:`load_deterministic_` (the mean
+    network starts at the module's weights, up to :math:`\cos E[\epsilon]`). Layers
+    under a parametrization such as :func:`torch.nn.utils.parametrizations.weight_norm`
+    contribute their effective weight. Then the copy's modules are made
+    :class:`~pyro.nn.PyroModule` s in place, after the replacement, so that the child
+    order (and hence the order of the layers and of their Pyro sites) is the
+    module's. Everything else (activations, normalization layers, the ``forward``
+    code) is kept; its parameters become point-estimated Pyro parameters. ``module``
+    itself is not changed.
+
+    .. note:: Direction noise needs a direction of dimension at least 2. A layer whose
+        unit vectors have dimension 1 (e.g. the input layer ``nn.Linear(1, n)`` of a
+        1-D regression, or a 1x1 convolution on one channel) gets magnitude noise only;
+        if ``direction_noise=True`` was asked for explicitly, a ``UserWarning`` says
+        which layers were affected.
+
+    .. note:: Only plain ``nn.Linear`` and ``nn.Conv2d`` (``groups=1``, zero padding
+        given as numbers) are converted; their subclasses with a ``forward`` of their
+        own (e.g. the projections inside ``nn.MultiheadAttention``) are left as they
+        are. Naming an unsupported layer in ``layers`` raises.
+
+    :param torch.nn.Module module: the network (not changed).
+    :param layers: names of the layers to convert, as in ``module.named_modules()``
+        (e.g. ``["fc1", "head.0"]``); ``None`` converts every supported layer.
+    :type layers: iterable of str or None
+    :param layer_kwargs: passed to every new DirMag layer (``magnitude_noise``,
+        ``direction_noise``, ``magnitude_prior``, ``phi``; ``reverse`` for dense
+        layers only).
+    :returns: the converted copy, a :class:`~pyro.nn.PyroModule`.
+    :raises ValueError: for an unknown or unsupported name in ``layers``, a layer used
+        at two places in the module, a keyword a layer does not take, or a weight
+        :func:`load_deterministic_` refuses.
+    """
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"module must be a torch.nn.Module, got {type(module)}")
+    unknown = set(layer_kwargs) - _LAYER_KWARGS
+    if unknown:
+        raise ValueError(
+            f"layer_kwargs: unknown keyword(s) {sorted(unknown)}; allowed: {sorted(_LAYER_KWARGS)}"
+        )
+    net = copy.deepcopy(module)
+    candidates = dict(plain_layers(net))
+    if layers is None:
+        chosen = [n for n, m in candidates.items() if _unsupported(m) is None]
+    else:
+        if isinstance(layers, str):
+            raise ValueError(f"layers must be an iterable of names, got the string {layers!r}")
+        chosen = list(layers)
+        for name in chosen:
+            if name not in candidates:
+                raise ValueError(
+                    f"layers: {name!r} is not an nn.Linear/nn.Conv2d of the module; "
+                    f"those are {list(candidates)}"
+                )
+            why = _unsupported(candidates[name])
+            if why is not None:
+                raise ValueError(f"layers: {name!r} cannot be converted: {why}")
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"layers: names must be distinct, got {chosen}")
+    if not chosen:
+        raise ValueError("module has no nn.Linear or nn.Conv2d layer to convert")
+    places = {}
+    for name, m in net.named_modules(remove_duplicate=False):
+        places.setdefault(id(m), []).append(name)
+    direction_asked = layer_kwargs.get("direction_noise") is True
+    flattened = []
+    replacements = []
+    for name in chosen:
+        plain = candidates[name]
+        if len(places[id(plain)]) > 1:
+            raise ValueError(
+                f"layer {name!r} is used at several places {places[id(plain)]}; a DirMag "
+                "layer has one set of Pyro sites, so it cannot be shared"
+            )
+        kwargs = dict(layer_kwargs)
+        if _direction_dim(plain, kwargs) < 2 and kwargs.get("direction_noise", True):
+            kwargs["direction_noise"] = False
+            flattened.append(name)
+        layer = _dirmag_like(plain, kwargs)
+        weight = plain.weight.detach()
+        layer = layer.to(dtype=weight.dtype, device=weight.device)
+        load_deterministic_(layer, plain)
+        replacements.append((name, layer))
+    if flattened and direction_asked:
+        warnings.warn(
+            f"to_dirmag: layers {flattened} have unit vectors of dimension 1, where "
+            "direction noise is undefined; they get magnitude noise only",
+            UserWarning,
+            stacklevel=2,
+        )
+    for name, layer in replacements:
+        if not name:
+            net = layer  # the module itself is one layer
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        # register_module replaces the child at its place in the parent's ordered
+        # children (plain setattr on a PyroModule would move it to the end).
+        net.get_submodule(parent_name).register_module(attr, layer)
+    to_pyro_module_(net)
+    return net
+
+
+_LAYER_KWARGS = frozenset(
+    {"magnitude_noise", "direction_noise", "magnitude_prior", "phi", "reverse"}
+)
+
+
+def _unsupported(m):
+    """Why the plain layer ``m`` cannot become a DirMag layer, or ``None``."""
+    base = type(m)
+    if parametrize.is_parametrized(m):
+        base = base.__bases__[0]  # torch's Parametrized<Class> subclasses the class
+    if base not in (nn.Linear, nn.Conv2d):
+        return f"{type(m).__name__} is a subclass with a forward of its own"
+    if isinstance(m, nn.Conv2d):
+        if m.groups != 1:
+            return f"groups={m.groups} (DirMagConv2d has groups=1)"
+        if m.padding_mode != "zeros":
+            return f"padding_mode={m.padding_mode!r} (DirMagConv2d pads with zeros)"
+        if isinstance(m.padding, str):
+            return f"padding={m.padding!r} (DirMagConv2d takes numbers)"
+    return None
+
+
+def _direction_dim(m, kwargs):
+    """Dimension of the unit vectors that a DirMag layer built from ``m`` rotates."""
+    if isinstance(m, nn.Linear):
+        return m.out_features if kwargs.get("reverse", False) else m.in_features
+    return m.weight[0].numel()
+
+
+def _dirmag_like(m, kwargs):
+    bias = m.bias is not None
+    if isinstance(m, nn.Linear):
+        return DirMagLinear(m.in_features, m.out_features, bias, **kwargs)
+    if "reverse" in kwargs:
+        kwargs = {k: v for k, v in kwargs.items() if k != "reverse"}
+    return DirMagConv2d(
+        m.in_channels,
+        m.out_channels,
+        tuple(m.kernel_size),
+        tuple(m.stride),
+        tuple(m.padding),
+        tuple(m.dilation),
+        bias,
+        **kwargs,
+    )

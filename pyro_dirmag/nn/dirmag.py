@@ -62,6 +62,7 @@ auxiliary noise drawn inside the layer rather than a Pyro site). The direction
 
 import contextlib
 import math
+from collections.abc import Iterator
 
 import pyro
 import pyro.distributions as dist
@@ -194,7 +195,7 @@ class _DirMagLayer(PyroModule):
 
     # ----- shared maths ------------------------------------------------------------
     @property
-    def num_units(self):
+    def num_units(self) -> int:
         """Number of units carrying a magnitude and an angle."""
         return self._weight_shape[1] if self.reverse else self._weight_shape[0]
 
@@ -256,7 +257,7 @@ class _DirMagLayer(PyroModule):
         flat = tangent_uniform(u.reshape(u.shape[0], -1))
         return flat.reshape(u.shape)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.v
         self._check_input(x, v)
         u = self.directions(v)
@@ -304,7 +305,9 @@ class _DirMagLayer(PyroModule):
         return y if bias is None else y + self._bias_view(bias)
 
     @torch.no_grad()
-    def load_weight_(self, weight, bias=None):
+    def load_weight_(
+        self, weight: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> "_DirMagLayer":
         r"""
         Starts the layer from a deterministic weight (e.g. a pre-trained network's):
         :math:`v` = ``weight`` and the initial magnitude :math:`\|w_j\|` per unit, which
@@ -337,7 +340,12 @@ class _DirMagLayer(PyroModule):
             self.bias.copy_(bias)
         return self
 
-    def weight_from(self, magnitude, angle=None, phi=None):
+    def weight_from(
+        self,
+        magnitude: torch.Tensor,
+        angle: torch.Tensor | None = None,
+        phi: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         r"""
         The deterministic weight :math:`g (\cos\epsilon\, u + \sin\epsilon\, \phi)` for
         given per-unit values (``angle=None`` or ``phi=None``: no rotation term).
@@ -409,16 +417,16 @@ class DirMagLinear(_DirMagLayer):
 
     def __init__(
         self,
-        in_features,
-        out_features,
-        bias=True,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
         *,
-        magnitude_noise=True,
-        direction_noise=True,
-        magnitude_prior=None,
-        phi=None,
-        reverse=False,
-    ):
+        magnitude_noise: bool = True,
+        direction_noise: bool = True,
+        magnitude_prior: dist.Distribution | None = None,
+        phi: str | None = None,
+        reverse: bool = False,
+    ) -> None:
         _check_positive_int(in_features=in_features, out_features=out_features)
         if direction_noise and (out_features if reverse else in_features) < 2:
             raise ValueError("direction noise needs vectors of dimension >= 2")
@@ -484,19 +492,19 @@ class DirMagConv2d(_DirMagLayer):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        bias=True,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        bias: bool = True,
         *,
-        magnitude_noise=True,
-        direction_noise=True,
-        magnitude_prior=None,
-        phi=None,
-    ):
+        magnitude_noise: bool = True,
+        direction_noise: bool = True,
+        magnitude_prior: dist.Distribution | None = None,
+        phi: str | None = None,
+    ) -> None:
         _check_positive_int(in_channels=in_channels, out_channels=out_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -546,7 +554,7 @@ class DirMagConv2d(_DirMagLayer):
 
 
 @contextlib.contextmanager
-def direction_noise(module, phi, share=False):
+def direction_noise(module: nn.Module, phi: str, share: bool = False) -> Iterator[None]:
     r"""
     Temporarily sets the :math:`\phi` mode of every DirMag layer in ``module``.
 
@@ -571,7 +579,7 @@ def direction_noise(module, phi, share=False):
             m.phi, m._phi_cache = mode, cache
 
 
-def dirmag_layers(module):
+def dirmag_layers(module: nn.Module) -> list[tuple[str, "_DirMagLayer"]]:
     """The DirMag layers of ``module`` in registration order, as ``(name, layer)``."""
     return [(n, m) for n, m in module.named_modules() if isinstance(m, _DirMagLayer)]
 

@@ -4,23 +4,23 @@ Every noise is parametrized by one strength ``alpha > 0``, as in the thesis, and
 this module is the single place where ``alpha`` is mapped to the parameters of
 the library's distributions:
 
-================== ============================================================
-name               law (``v`` a unit vector, ``alpha > 0``)
-================== ============================================================
-``"gaussian"``     Gaussian dropout: multiplicative ``N(1, alpha)``
-``"projected"``    ``normalize(v + N(0, alpha I))``, Pyro's
-                   ``ProjectedNormal(concentration=v / sqrt(alpha))`` (eq. 15-16)
-``"tangent"``      ``normalize(v + N(0, alpha I) projected on the tangent space)``,
-                   :class:`~pyro_dirmag.distributions.TangentProjectedNormal`
-                   with ``scale = sqrt(alpha)`` (eq. 17-19)
+===================== ============================================================
+name                  law (``v`` a unit vector, ``alpha > 0``)
+===================== ============================================================
+``"gaussian"``        Gaussian dropout: multiplicative ``N(1, alpha)``
+``"projected"``       ``normalize(v + N(0, alpha I))``, Pyro's
+                      ``ProjectedNormal(concentration=v / sqrt(alpha))`` (eq. 15-16)
+``"tangent"``         ``normalize(v + N(0, alpha I) projected on the tangent space)``,
+                      :class:`~pyro_dirmag.distributions.TangentProjectedNormal`
+                      with ``scale = sqrt(alpha)`` (eq. 17-19)
 ``"rotation_normal"`` rotation in a random plane (eq. 20-23) by an angle
-                   ``TN(0, sigma^2)`` on ``[-pi/2, pi/2]`` with ``sigma = sqrt(alpha)``
+                      ``TN(0, sigma^2)`` on ``[-pi/2, pi/2]`` with ``sigma = sqrt(alpha)``
 ``"rotation_beta"``   rotation in a random plane by a stretched symmetric Beta
-                   angle ``pi (B - 1/2)``, ``B ~ Beta(c, c)``, with ``c`` chosen so
-                   that the angle variance equals ``alpha``:
-                   ``pi^2 / (4 (2c + 1)) = alpha``, i.e.
-                   ``c = (pi^2 / (4 alpha) - 1) / 2``; needs ``alpha < pi^2 / 4``
-================== ============================================================
+                      angle ``pi (B - 1/2)``, ``B ~ Beta(c, c)``, with ``c`` chosen so
+                      that the angle variance equals ``alpha``:
+                      ``pi^2 / (4 (2c + 1)) = alpha``, i.e.
+                      ``c = (pi^2 / (4 alpha) - 1) / 2``; needs ``alpha < pi^2 / 4``
+===================== ============================================================
 
 Magnitude noises are multiplicative with mean one and variance ``alpha``:
 ``"normal"`` is ``N(1, alpha)`` (eq. 24-25) and ``"gamma"`` is

@@ -3,9 +3,14 @@
 import importlib.util
 import os
 
+import pyro
 import pytest
+import torch
 
-from pyro_dirmag.data import default_data_root
+import pyro_dirmag
+from pyro_dirmag.data import default_data_root, load_mnist
+from pyro_dirmag.infer import DirMagGuide, accuracy, negative_log_likelihood, predict
+from pyro_dirmag.models import dirmag_model
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "train_dirmag_mnist.py")
 
@@ -35,6 +40,17 @@ def test_runs_and_reports(model, capsys, tmp_path):
         assert text in out
     assert set(rows) == {"ensemble", "sample", "mean"}
     assert os.path.exists(path)
+    # the checkpoint restores the mean network: same test metrics in a fresh model
+    extra = torch.load(path, weights_only=True)["extra"]
+    assert extra["metrics"]["mean"][:3] == rows["mean"][:3]
+    pyro.clear_param_store()
+    fresh = dirmag_model(model, 200)
+    guide = DirMagGuide(fresh)
+    pyro_dirmag.load(path, fresh, guide)
+    xt, yt = load_mnist(train=False, subset=100, seed=0)
+    probs = predict(fresh, guide, xt, mode="mean")
+    assert accuracy(probs, yt) == rows["mean"][0]
+    assert negative_log_likelihood(probs, yt) == pytest.approx(rows["mean"][1], abs=1e-6)
     # an existing checkpoint is never overwritten without --overwrite
     mtime = os.path.getmtime(path)
     with pytest.raises(SystemExit):

@@ -34,5 +34,5 @@ def test_lenet300_on_2000_images():
     assert acc["mean"] >= 0.90, acc
     pruned, report = prune(model, guide)
     with torch.no_grad():
-        pruned_acc = accuracy(pruned.net(xt).softmax(-1), yt)
+        pruned_acc = accuracy(pruned(xt).softmax(-1), yt)
     assert pruned_acc >= 0.89, (pruned_acc, str(report))

@@ -66,9 +66,9 @@ def test_prune_removes_exactly_units_above_threshold(arch, reverse):
         drop[last] = torch.zeros(0, dtype=torch.long)  # the logits are never dropped
     pruned, report = prune(model, guide, threshold)
     # really smaller tensors, plain torch modules
-    assert not any(isinstance(m, PyroModule) for m in pruned.net.modules())
-    assert type(pruned.net) is nn.Sequential
-    plain = [m for m in pruned.net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    assert not any(isinstance(m, PyroModule) for m in pruned.modules())
+    assert type(pruned) is nn.Sequential
+    plain = [m for m in pruned.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     layers = dirmag_layers(model)
     assert len(plain) == len(layers)
     for (name, layer), row in zip(layers, report.layers, strict=False):
@@ -87,7 +87,7 @@ def test_prune_removes_exactly_units_above_threshold(arch, reverse):
     _zero_units(model, guide, drop)
     expected = predict(model, guide, x, mode="mean")
     with torch.no_grad():
-        got = pruned.net(x).softmax(-1)
+        got = pruned(x).softmax(-1)
     assert torch.allclose(got, expected, atol=1e-5)
     # and differs from the mean network without zeroing (the test can fail)
     assert not torch.allclose(unzeroed, expected, atol=1e-5)
@@ -100,5 +100,5 @@ def test_prune_threshold_keeps_everything_when_high():
     pruned, report = prune(model, guide, threshold=100.0)
     assert report.params_kept == report.params_total
     with torch.no_grad():
-        got = pruned.net(x).softmax(-1)
+        got = pruned(x).softmax(-1)
     assert torch.allclose(got, predict(model, guide, x, mode="mean"), atol=1e-5)

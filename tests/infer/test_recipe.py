@@ -271,7 +271,7 @@ def test_choose_thresholds_prunes_what_does_not_change_accuracy():
     chosen, val = choose_thresholds(model, guide, x, y, candidates=(-1.0, 0.0, 3.0), tolerance=0.0)
     pruned, report = prune(model, guide, threshold=chosen)
     with torch.no_grad():
-        acc = float((pruned.net(x).argmax(-1) == y).float().mean())
+        acc = float((pruned(x).argmax(-1) == y).float().mean())
     assert val["pruned"] == pytest.approx(acc)
     assert val["reference"] == pytest.approx(1.0)
     assert acc >= val["reference"]
@@ -279,18 +279,18 @@ def test_choose_thresholds_prunes_what_does_not_change_accuracy():
 
 def test_prune_accepts_per_layer_thresholds():
     model, guide, x, _ = _noise_free_classifier()
-    names = [r for r in ("net.1", "net.3", "net.5")]
-    _, report = prune(model, guide, threshold={"net.1": 3.0, "net.3": -1.0, "net.5": 3.0})
+    names = [r for r in ("1", "3", "5")]
+    _, report = prune(model, guide, threshold={"1": 3.0, "3": -1.0, "5": 3.0})
     kept = {r["name"]: r["units_kept"] for r in report.layers}
-    assert kept == {"net.1": 300, "net.3": 10, "net.5": 10}
+    assert kept == {"1": 300, "3": 10, "5": 10}
     _, same = prune(model, guide, threshold=dict.fromkeys(names, 2.0))
     _, scalar = prune(model, guide, threshold=2.0)
     assert same.as_dict()["layers"] == scalar.as_dict()["layers"]
     assert "per-layer" in str(same)
     with pytest.raises(ValueError, match="missing"):
-        prune(model, guide, threshold={"net.1": 3.0})
+        prune(model, guide, threshold={"1": 3.0})
     with pytest.raises(ValueError, match="unknown"):
-        prune(model, guide, threshold=dict.fromkeys(names + ["net.9"], 3.0))
+        prune(model, guide, threshold=dict.fromkeys(names + ["9"], 3.0))
 
 
 def test_recipe_guide_uses_recipe_initial_noise():

@@ -1,12 +1,19 @@
+import math
+import warnings
+
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
+from pyro.infer import SVI
+from pyro.nn import PyroModule
+from pyro.optim import Adam
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from pyro_dirmag.infer import DirMagGuide, mean_weights, predict
+from pyro_dirmag.infer import DirMagELBO, DirMagGuide, mean_weights, predict
 from pyro_dirmag.models import deterministic_model, dirmag_model
-from pyro_dirmag.nn import DirMagConv2d, DirMagLinear, load_deterministic_
+from pyro_dirmag.nn import DirMagConv2d, DirMagLinear, DirMagModel, load_deterministic_, to_dirmag
 from pyro_dirmag.nn.convert import plain_layers
 from pyro_dirmag.nn.dirmag import dirmag_layers
 
@@ -133,3 +140,123 @@ def test_conv_settings_must_match():
     assert torch.allclose(model[0].v, plain.weight)
     layer = DirMagLinear(4, 2)
     load_deterministic_(layer, nn.Linear(4, 2))
+
+
+class _Custom(nn.Module):
+    """A user's module: children registered out of call order, nested, with a conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(8, 3)
+        self.conv = weight_norm(nn.Conv2d(1, 2, 3))
+        self.body = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+
+    def forward(self, x):
+        return self.head(self.body(torch.relu(self.conv(x)).flatten(1)))
+
+
+def _categorical(logits):
+    return dist.Categorical(logits=logits)
+
+
+def test_to_dirmag_keeps_structure_order_and_predictions():
+    plain = _Custom()
+    before = _snapshot(plain)
+    bnn = to_dirmag(plain)
+    assert isinstance(bnn, PyroModule) and isinstance(bnn.body, PyroModule)
+    assert [n for n, _ in dirmag_layers(bnn)] == [n for n, _ in plain_layers(plain)]
+    assert [type(m) for _, m in dirmag_layers(bnn)] == [DirMagLinear, DirMagConv2d, DirMagLinear]
+    assert [n for n, _ in bnn.named_children()] == ["head", "conv", "body"]
+    # the user's module is untouched
+    assert not isinstance(plain, PyroModule) and isinstance(plain.head, nn.Linear)
+    assert _unchanged(plain, before)
+    model = DirMagModel(bnn, _categorical, 100)
+    guide = DirMagGuide(model, init_angle_scale=1e-6)
+    x = torch.randn(5, 1, 4, 4)
+    p = predict(model, guide, x, mode="mean")
+    assert torch.allclose(p, plain(x).softmax(-1), atol=1e-6)
+    assert set(guide.site_names) == {
+        f"net.{n}.{kind}" for n in ("head", "conv", "body.0") for kind in ("magnitude", "angle")
+    }
+    # converting back: the same weights
+    load_deterministic_(to_dirmag(plain), plain)
+
+
+def test_to_dirmag_of_a_pyro_module_keeps_order():
+    # setattr on a PyroModule moves the child to the end; the conversion must not.
+    plain = PyroModule[nn.Sequential](nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    bnn = to_dirmag(plain)
+    assert [n for n, _ in bnn.named_children()] == ["0", "1", "2"]
+    assert [n for n, _ in dirmag_layers(bnn)] == ["0", "2"]
+    layer = to_dirmag(nn.Linear(3, 2))
+    assert isinstance(layer, DirMagLinear)
+
+
+def test_subset_and_point_estimates_train():
+    plain = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
+    bnn = to_dirmag(plain, layers=["2"])
+    assert isinstance(bnn[0], nn.Linear) and isinstance(bnn[0], PyroModule)
+    assert isinstance(bnn[2], DirMagLinear)
+    model = DirMagModel(bnn, lambda out: dist.Normal(out.squeeze(-1), 0.1), 64)
+    guide = DirMagGuide(model)
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), DirMagELBO())
+    x = torch.linspace(-1, 1, 32)[:, None]
+    y = torch.sin(3 * x).squeeze(-1)
+    w0 = bnn[0].weight.detach().clone()
+    v0 = bnn[2].v.detach().clone()
+    losses = [svi.step(x, y) for _ in range(3)]
+    assert all(math.isfinite(loss) for loss in losses)
+    # the deterministic first layer and the DirMag layer both train, each param once
+    assert not torch.equal(bnn[0].weight, w0) and not torch.equal(bnn[2].v, v0)
+    names = set(pyro.get_param_store().keys())
+    assert {"net.0.weight", "net.0.bias", "net.2.v", "net.2.bias"} <= names
+    assert not any("$$$" in n for n in names)
+
+
+def test_dimension_one_gets_magnitude_noise_only():
+    plain = nn.Sequential(nn.Linear(1, 4), nn.ReLU(), nn.Linear(4, 1), nn.Conv2d(1, 2, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bnn = to_dirmag(plain)
+    assert [m.direction_noise for _, m in dirmag_layers(bnn)] == [False, True, False]
+    assert all(m.magnitude_noise for _, m in dirmag_layers(bnn))
+    with pytest.warns(UserWarning, match=r"\['0', '3'\] have unit vectors of dimension 1"):
+        to_dirmag(plain, direction_noise=True)
+    # reverse layers rotate columns: dimension 4 for Linear(1, 4), 1 for Linear(4, 1)
+    with pytest.warns(UserWarning, match=r"layers \['2'\] have"):
+        bnn = to_dirmag(plain, layers=["0", "2"], direction_noise=True, reverse=True)
+    assert [m.reverse for _, m in dirmag_layers(bnn)] == [True, True]
+    assert bnn[0].direction_noise and not bnn[2].direction_noise
+    bnn = to_dirmag(plain, direction_noise=False, reverse=True)
+    assert not any(m.direction_noise for _, m in dirmag_layers(bnn))
+    assert not bnn[3].reverse  # reverse applies to dense layers only
+
+
+def test_to_dirmag_errors():
+    plain = nn.Sequential(nn.Linear(3, 4), nn.Conv2d(2, 4, 3, groups=2))
+    with pytest.raises(ValueError, match="'fc' is not an nn.Linear/nn.Conv2d"):
+        to_dirmag(plain, layers=["fc"])
+    with pytest.raises(ValueError, match="'1' cannot be converted: groups=2"):
+        to_dirmag(plain, layers=["1"])
+    with pytest.raises(ValueError, match="the string"):
+        to_dirmag(plain, layers="0")
+    with pytest.raises(ValueError, match="distinct"):
+        to_dirmag(plain, layers=["0", "0"])
+    with pytest.raises(ValueError, match="unknown keyword.*'bias'"):
+        to_dirmag(plain, bias=False)
+    with pytest.raises(ValueError, match="no nn.Linear or nn.Conv2d"):
+        to_dirmag(nn.Sequential(nn.ReLU()))
+    with pytest.raises(ValueError, match="module must be a torch.nn.Module"):
+        to_dirmag(lambda x: x)
+    shared = nn.Linear(3, 3)
+    with pytest.raises(ValueError, match=r"used at several places \['0', '1'\]"):
+        to_dirmag(nn.Sequential(shared, shared))
+    # subclasses with a forward of their own are left alone by default
+    attention = nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 1))
+    assert [n for n, _ in dirmag_layers(to_dirmag(attention))] == ["0"]
+    with pytest.raises(ValueError, match="a subclass with a forward of its own"):
+        to_dirmag(attention, layers=["1.out_proj"])
+    with pytest.raises(ValueError, match="num_data must be a positive int"):
+        DirMagModel(to_dirmag(plain, layers=["0"]), _categorical, 0)
+    with pytest.raises(ValueError, match="likelihood must be callable"):
+        DirMagModel(to_dirmag(plain, layers=["0"]), None, 10)
