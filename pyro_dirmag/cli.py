@@ -17,8 +17,11 @@ import csv
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
+import warnings
 
 import torch
 
@@ -286,8 +289,6 @@ def _train(args):
     )
     files = RunFiles(args.out, config, args.stop_after)
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-    import warnings
-
     from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
     with warnings.catch_warnings():
@@ -310,11 +311,20 @@ def _train(args):
             num_sanity_val_steps=0,
             default_root_dir=args.out,
         )
-        trainer.fit(
-            module,
-            datamodule=TensorDataModule(x, y, config["batch_size"], config["seed"]),
-            ckpt_path=ckpt_path,
-        )
+        sigint = signal.getsignal(signal.SIGINT)
+        try:
+            trainer.fit(
+                module,
+                datamodule=TensorDataModule(x, y, config["batch_size"], config["seed"]),
+                ckpt_path=ckpt_path,
+            )
+        except SystemExit:
+            # Lightning turns Ctrl-C into a graceful shutdown and sys.exit(1).
+            if not trainer.interrupted:
+                raise
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, sigint)
     if trainer.global_rank != 0:
         return 0
     done = files.last_epoch
@@ -473,17 +483,20 @@ def _prune(args):
         raise CLIError(f"--tolerance must be >= 0, got {args.tolerance}")
     data = load_splits(config)
     result = {}
-    if args.threshold is None:
-        xv, yv = data["val"]
-        if len(yv) == 0:
-            raise CLIError(f"{args.run} has no validation split: pass --threshold")
-        threshold, val = choose_thresholds(model, guide, xv, yv, tolerance=args.tolerance)
-        result["threshold_source"] = "validation"
-        result["validation"] = val
-    else:
-        threshold = args.threshold
-        result["threshold_source"] = "--threshold"
-    pruned, report = prune(model, guide, threshold=threshold)
+    with warnings.catch_warnings():
+        # A candidate threshold may drop every unit of a layer (an empty nn.Linear).
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        if args.threshold is None:
+            xv, yv = data["val"]
+            if len(yv) == 0:
+                raise CLIError(f"{args.run} has no validation split: pass --threshold")
+            threshold, val = choose_thresholds(model, guide, xv, yv, tolerance=args.tolerance)
+            result["threshold_source"] = "validation"
+            result["validation"] = val
+        else:
+            threshold = args.threshold
+            result["threshold_source"] = "--threshold"
+        pruned, report = prune(model, guide, threshold=threshold)
     net = pruned.net.eval()
     xt, yt = data["test"]
     with torch.no_grad():
@@ -500,9 +513,11 @@ def _prune(args):
 
 
 def _export(net, example, run_dir):
-    """Saves ``net`` as a ``torch.export`` program (TorchScript where export fails)."""
+    """Saves ``net`` as a ``torch.export`` program with a dynamic batch size (TorchScript
+    where export fails)."""
     try:
-        program = torch.export.export(net, (example,))
+        batch = {0: torch.export.Dim("batch")}
+        program = torch.export.export(net, (example,), dynamic_shapes=(batch,))
         torch.export.save(program, os.path.join(run_dir, "pruned.pt2"))
         return "pruned.pt2"
     except Exception:  # noqa: BLE001 - export coverage varies between torch versions
