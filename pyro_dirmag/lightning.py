@@ -57,8 +57,9 @@ class EpochBatches(Sampler):
     """
     Mini-batches of indices: a permutation of ``range(num_data)`` drawn from
     ``(seed, epoch)``, cut into global batches of ``batch_size * world_size``, of which
-    process ``rank`` takes its share (equal shares; a final remainder smaller than
-    ``world_size`` is left out of that epoch). Lightning calls :meth:`set_epoch`.
+    process ``rank`` takes its share. The shares are equal: a short final batch drops
+    its last ``len % world_size`` examples for that epoch. Lightning calls
+    :meth:`set_epoch`.
     """
 
     def __init__(self, num_data, batch_size, seed=0, rank=0, world_size=1):
@@ -82,9 +83,12 @@ class EpochBatches(Sampler):
     def _global_batches(self):
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         order = torch.randperm(self.num_data, generator=g)
-        return [
-            b for b in order.split(self.batch_size * self.world_size) if len(b) >= self.world_size
-        ]
+        out = []
+        for batch in order.split(self.batch_size * self.world_size):
+            usable = len(batch) - len(batch) % self.world_size  # equal shares
+            if usable:
+                out.append(batch[:usable])
+        return out
 
     def __iter__(self):
         for batch in self._global_batches():
