@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 # make train RUN=runs/NAME ARGS="--model lenet5 --epochs 20" (RUN must not exist yet)
 RUN ?= runs/train-$(shell date +%Y%m%d-%H%M%S)
 train: $(STAMP)
-	$(PY) -m pyro_dirmag train --train-size 10000 --epochs 5 --out $(RUN) $(ARGS)
+	$(PY) -m pyro_dirmag train --train-size 10000 --val-size 1000 --epochs 5 --out $(RUN) $(ARGS)
 	$(PY) -m pyro_dirmag evaluate $(RUN)
 	$(PY) -m pyro_dirmag prune $(RUN)
 	$(PY) -m pyro_dirmag plot $(RUN)

@@ -52,6 +52,8 @@ def predict_modes(model, guide, x, modes=PREDICT_MODES, num_samples=20, batch_si
     bad = [m for m in modes if m not in PREDICT_MODES]
     if bad or not modes:
         raise ValueError(f"Expected parameter modes ({list(modes)}) to be among {PREDICT_MODES}")
+    # A model's data plate of size N refuses chunks of more than N examples.
+    batch_size = min(batch_size, getattr(model, "num_data", batch_size))
     out = {}
     for mode in modes:
         if hasattr(guide, "posterior_mean"):
