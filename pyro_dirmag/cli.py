@@ -27,6 +27,7 @@ import torch
 
 from .data import DATASETS, DataError
 from .infer.recipe import Recipe
+from .infer.training import NonFiniteLossError
 from .run import (
     CHECKPOINT,
     CONFIG,
@@ -193,7 +194,11 @@ def _train_config(args, rank):
         if args.data_dir is not None:
             config["data_dir"] = os.path.abspath(args.data_dir)
         return config
-    if rank == 0 and os.path.exists(args.out) and os.listdir(args.out):
+    if (
+        rank == 0
+        and os.path.exists(args.out)
+        and (not os.path.isdir(args.out) or os.listdir(args.out))
+    ):
         raise CLIError(f"{args.out} already exists: pass --resume to continue it, or another --out")
     settings = dict(_TRAIN_DEFAULTS, **explicit)
     if settings["model"] not in _architectures():
@@ -553,6 +558,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except NonFiniteLossError as e:
+        print(
+            f"{PROG}: training stopped: {e}; the last complete checkpoint is kept", file=sys.stderr
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -56,26 +56,26 @@ def plot_curves(records, path):
     plt.close(fig)
 
 
-def plot_posteriors(model, guide, path):
-    import torch
-
-    from .nn.dirmag import dirmag_layers
-
+def plot_posteriors(guide, path):
+    """Per DirMag layer: histograms of log alpha, angle posterior means and scales."""
     plt = _pyplot()
-    layers = dirmag_layers(model)
     log_alpha = guide.log_alpha()
     means = guide.posterior_mean()
+    layers = []
+    for site in guide.site_names:  # "<layer>.magnitude" and "<layer>.angle"
+        layer = site.rsplit(".", 1)[0]
+        if layer not in layers:
+            layers.append(layer)
     fig, axes = plt.subplots(len(layers), 3, figsize=(11, 2.6 * len(layers)), squeeze=False)
-    for row, (name, layer) in zip(axes, layers, strict=True):
-        mag = layer._pyro_get_fullname("magnitude")
-        ang = layer._pyro_get_fullname("angle")
+    for row, name in zip(axes, layers, strict=True):
+        mag, ang = f"{name}.magnitude", f"{name}.angle"
         if mag in log_alpha:
             row[0].hist(log_alpha[mag].numpy(), bins=40, color="C0")
         row[0].set_title(f"{name}: log alpha")
         if ang in means:
-            sigma = guide.posterior(ang).base_dist.scale
+            sigma = guide.posterior(ang).base_dist.scale.detach()
             row[1].hist(means[ang].numpy(), bins=40, color="C1")
-            row[2].hist(torch.as_tensor(sigma).detach().numpy(), bins=40, color="C2")
+            row[2].hist(sigma.numpy(), bins=40, color="C2")
         row[1].set_title(f"{name}: angle posterior mean")
         row[2].set_title(f"{name}: angle posterior scale")
     fig.tight_layout()
@@ -140,7 +140,7 @@ def plot_run(run_dir, config):
     if is_variational(config["method"]):
         _, model, guide, _ = load_run(run_dir)
         path = os.path.join(run_dir, "posteriors.png")
-        plot_posteriors(model, guide, path)
+        plot_posteriors(guide, path)
         written.append(path)
         prune_json = os.path.join(run_dir, "prune.json")
         if os.path.isfile(prune_json):
