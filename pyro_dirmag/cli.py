@@ -155,7 +155,7 @@ def _env_rank():
     return 0
 
 
-def _check_positive(args, names, kind=float):
+def _check_positive(args, names):
     for name in names:
         value = getattr(args, name, None)
         if value is not None and not (math.isfinite(value) and value > 0):
