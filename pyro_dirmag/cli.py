@@ -274,13 +274,10 @@ def _train(args):
         import lightning
     except ImportError as e:
         raise CLIError('training needs PyTorch Lightning: pip install "pyro-dirmag[train]"') from e
+    import pyro
+
     from .lightning import PyroLightningModule, TensorDataModule
     from .run import build_from_config
-
-    if rank == 0 and not args.resume:
-        os.makedirs(args.out, exist_ok=True)
-        _write_json(os.path.join(args.out, CONFIG), config)
-    import pyro
 
     x, y = data["train"]
     pyro.set_rng_seed(config["seed"])
@@ -301,7 +298,8 @@ def _train(args):
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # Lightning 2.6 builds torch pytree LeafSpecs, which torch 2.14 deprecates.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        trainer = lightning.Trainer(
+        trainer = _trainer(
+            lightning,
             max_epochs=config["epochs"],
             accelerator=args.accelerator,
             devices=devices,
@@ -316,6 +314,9 @@ def _train(args):
             num_sanity_val_steps=0,
             default_root_dir=args.out,
         )
+        if rank == 0 and not args.resume:  # the run folder, once every setting is accepted
+            os.makedirs(args.out, exist_ok=True)
+            _write_json(os.path.join(args.out, CONFIG), config)
         sigint = signal.getsignal(signal.SIGINT)
         try:
             trainer.fit(
@@ -350,6 +351,18 @@ def _train(args):
             f"  next: {PROG} evaluate {args.out}; {PROG} prune {args.out}; {PROG} plot {args.out}"
         )
     return 0
+
+
+def _trainer(lightning, **kwargs):
+    """``lightning.Trainer(**kwargs)``; a setting the machine cannot honour (no GPU,
+    an unknown strategy) becomes one line."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return lightning.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"--accelerator/--devices/--strategy: {first}") from e
 
 
 class RunFiles:

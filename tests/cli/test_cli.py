@@ -178,7 +178,10 @@ BAD_TRAIN = {
     "noise_lr": (["--noise-lr", "-1e-3"], "--noise-lr"),
     "train_size": (["--train-size", "100000"], "--train-size"),
     "option": (["--alpha", "0.1"], "--alpha"),
+    "strategy": (["--strategy", "no-such-strategy"], "--strategy"),
 }
+if not torch.cuda.is_available():
+    BAD_TRAIN["accelerator"] = (["--accelerator", "gpu"], "--accelerator")
 
 
 @pytest.mark.parametrize("case", sorted(BAD_TRAIN))
