@@ -110,6 +110,7 @@ def _parser():
     e.add_argument("--num-samples", type=int, default=20, help="networks in the ensemble")
     e.add_argument("--rotate", type=float, default=45.0, help="degrees of the shifted test set")
     e.add_argument("--batch-size", type=int, default=1000)
+    e.add_argument("--seed", type=int, default=0, help="seed of the sampled networks")
 
     r = sub.add_parser("prune", help="prune a DirMag run -> RUN/prune.json, RUN/pruned.pt2")
     r.add_argument("run")
@@ -459,6 +460,9 @@ def _evaluate(args):
         raise CLIError(f"--batch-size must be a positive integer, got {args.batch_size}")
     config, model, guide, checkpoint = load_run(_existing_run(args.run))
     data = load_splits(config, rotate=args.rotate)
+    import pyro
+
+    pyro.set_rng_seed(args.seed)
     modes = evaluation_modes(config["method"])
     result = {}
     reliability = {}
@@ -471,6 +475,7 @@ def _evaluate(args):
         "epoch": checkpoint.get("epoch", -1) + 1,
         "num_samples": args.num_samples,
         "rotate_degrees": args.rotate,
+        "seed": args.seed,
         "test_images": len(data["test"][1]),
     }
     _write_json(os.path.join(args.run, "metrics.json"), result)
