@@ -24,21 +24,18 @@ import pyro
 import torch
 import torch.nn.functional as F
 
-from pyro_dirmag.data import load_mnist
+from pyro_dirmag.data import load_dataset, take_subset, validation_split
 from pyro_dirmag.infer import (
     FlatThenLinear,
     Recipe,
-    accuracy,
     choose_thresholds,
-    expected_calibration_error,
+    classification_metrics,
+    evaluate,
     fit,
-    negative_log_likelihood,
-    predict,
     prune,
 )
-from pyro_dirmag.models import ARCHITECTURES, deterministic_model, dirmag_model
-from pyro_dirmag.models.architectures import layers
-from pyro_dirmag.nn import NoisyConv2d, NoisyLinear, predict_probs
+from pyro_dirmag.models import ARCHITECTURES, build
+from pyro_dirmag.nn import predict_probs
 
 METHODS = ("dirmag", "dirmag-reverse", "gaussian-dropout", "none")
 
@@ -70,20 +67,16 @@ def parse_args(argv):
 
 
 def split(args):
-    x, y = load_mnist(train=True, subset=args.train_size, seed=args.seed)
-    g = torch.Generator().manual_seed(args.seed + 1)
-    order = torch.randperm(len(x), generator=g)
-    val, train = order[: args.val_size], order[args.val_size :]
-    xt, yt = load_mnist(train=False)
-    return (x[train], y[train]), (x[val], y[val]), (xt, yt)
+    """The recipe's data: ``train_size`` images drawn with ``seed``, of which ``val_size``
+    (drawn with ``seed + 1``) are held out; the test set."""
+    x, y = load_dataset("mnist", train=True)
+    x, y = take_subset(x, y, args.train_size, args.seed)
+    train, val = validation_split(x, y, args.val_size, args.seed + 1)
+    return train, val, load_dataset("mnist", train=False)
 
 
 def metrics(probs, y):
-    return {
-        "accuracy": accuracy(probs, y),
-        "nll": negative_log_likelihood(probs, y),
-        "ece": expected_calibration_error(probs, y),
-    }
+    return classification_metrics(probs, y)
 
 
 def logits_in_chunks(net, x):
@@ -114,16 +107,6 @@ def train_plain(net, x, y, args, log):
     net.eval()
 
 
-def noisy_net(name, alpha):
-    def linear(n_in, n_out):
-        return NoisyLinear(n_in, n_out, noise="gaussian", alpha=alpha)
-
-    def conv(c_in, c_out, k):
-        return NoisyConv2d(c_in, c_out, k, noise="gaussian", alpha=alpha)
-
-    return torch.nn.Sequential(*layers(name, linear, conv))
-
-
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -131,8 +114,6 @@ def main(argv=None):
     pyro.set_rng_seed(args.seed)
     pyro.clear_param_store()
     (x, y), (xv, yv), (xt, yt) = split(args)
-    if args.model == "lenet5":
-        x, xv, xt = (t.reshape(-1, 1, 28, 28) for t in (x, xv, xt))
     log_path = os.path.join(args.out, "epochs.jsonl")
     log_file = open(log_path, "w")
 
@@ -144,11 +125,8 @@ def main(argv=None):
     result = {"args": vars(args), "train_images": len(x), "val_images": len(xv)}
     start = time.perf_counter()
     if args.method in ("none", "gaussian-dropout"):
-        net = (
-            deterministic_model(args.model)
-            if args.method == "none"
-            else noisy_net(args.model, args.alpha)
-        )
+        options = {} if args.method == "none" else {"alpha": args.alpha}
+        net = build(args.model, args.method, len(x), **options)[0].net
         train_plain(net, x, y, args, log)
         result["train_seconds"] = time.perf_counter() - start
         if args.method == "none":
@@ -163,16 +141,6 @@ def main(argv=None):
                 ),
             }
     else:
-        reverse = args.method == "dirmag-reverse"
-        phi = args.phi or ("shared" if reverse else "per_example")
-        model = dirmag_model(args.model, len(x), reverse=reverse, phi=phi)
-        if args.pretrain_epochs:
-            from pyro_dirmag.nn import load_deterministic_
-
-            plain = deterministic_model(args.model)
-            pre = argparse.Namespace(**dict(vars(args), epochs=args.pretrain_epochs))
-            train_plain(plain, x, y, pre, lambda r: log(dict(r, phase="pretrain")))
-            load_deterministic_(model, plain)
         recipe = Recipe(
             lr=args.lr,
             noise_lr=args.noise_lr,
@@ -183,7 +151,15 @@ def main(argv=None):
             kl_final_weight=args.kl_final_weight,
             grad_clip=10.0 if args.clipped_adam else None,
         )
-        guide = recipe.guide(model)
+        model, guide = build(args.model, args.method, len(x), recipe=recipe, phi=args.phi)
+        if args.pretrain_epochs:
+            from pyro_dirmag.models import deterministic_model
+            from pyro_dirmag.nn import load_deterministic_
+
+            plain = deterministic_model(args.model)
+            pre = argparse.Namespace(**dict(vars(args), epochs=args.pretrain_epochs))
+            train_plain(plain, x, y, pre, lambda r: log(dict(r, phase="pretrain")))
+            load_deterministic_(model, plain)
         fit(
             model,
             guide,
@@ -195,10 +171,7 @@ def main(argv=None):
             callback=lambda e, r: log(r),
         )
         result["train_seconds"] = time.perf_counter() - start
-        result["test"] = {
-            mode: metrics(predict(model, guide, xt, mode=mode, num_samples=args.num_samples), yt)
-            for mode in ("mean", "sample", "ensemble")
-        }
+        result["test"] = evaluate(model, guide, xt, yt, num_samples=args.num_samples)
         thresholds, val = choose_thresholds(model, guide, xv, yv, tolerance=args.tolerance)
         result["validation"] = val
         for label, thr in (("chosen", thresholds), ("fixed3", 3.0)):

@@ -9,15 +9,28 @@ functions of layer factories (:func:`layers`), so other noise layers can reuse t
 """
 
 from .architectures import ARCHITECTURES, INPUT_SHAPE, NUM_CLASSES, AsImages, layers
-from .classifier import DirMagClassifier, deterministic_model, dirmag_model
+from .classifier import (
+    DirMagClassifier,
+    NoLatents,
+    PlainClassifier,
+    deterministic_model,
+    dirmag_model,
+)
+from .methods import METHODS, build, evaluation_modes, is_variational
 
 __all__ = [
     "ARCHITECTURES",
     "INPUT_SHAPE",
-    "NUM_CLASSES",
     "AsImages",
+    "METHODS",
+    "NUM_CLASSES",
     "DirMagClassifier",
+    "NoLatents",
+    "PlainClassifier",
+    "build",
     "deterministic_model",
     "dirmag_model",
+    "evaluation_modes",
+    "is_variational",
     "layers",
 ]

@@ -11,7 +11,13 @@ from pyro_dirmag.nn import DirMagConv2d, DirMagLinear, DirMagModel
 
 from .architectures import layers
 
-__all__ = ["DirMagClassifier", "deterministic_model", "dirmag_model"]
+__all__ = [
+    "DirMagClassifier",
+    "NoLatents",
+    "PlainClassifier",
+    "deterministic_model",
+    "dirmag_model",
+]
 
 
 def _categorical(logits):
@@ -70,3 +76,37 @@ def deterministic_model(name):
         return weight_norm(nn.Conv2d(c_in, c_out, k))
 
     return nn.Sequential(*layers(name, linear, conv))
+
+
+class PlainClassifier(PyroModule):
+    """
+    A categorical likelihood on top of a plain (or non-variational noisy) network, in the
+    same subsampled data plate as :class:`DirMagClassifier`, so that one ELBO trains
+    both: with no latent site (the guide :class:`NoLatents`), the loss is
+    :math:`-\\frac{N}{M} \\sum_{i \\le M} \\log p(y_i \\mid x_i)`, :math:`N` times the mean
+    cross-entropy.
+
+    :param torch.nn.Module net: a network returning logits (its noise layers draw in
+        ``train()`` mode).
+    :param int num_data: size :math:`N` of the training set.
+    """
+
+    def __init__(self, net, num_data):
+        super().__init__()
+        if not isinstance(num_data, int) or num_data < 1:
+            raise ValueError(f"num_data must be a positive int, got {num_data!r}")
+        self.net = net
+        self.num_data = num_data
+
+    def forward(self, x, y=None):
+        with pyro.plate("data", self.num_data, subsample_size=x.shape[0]):
+            logits = self.net(x)
+            pyro.sample("y", dist.Categorical(logits=logits), obs=y)
+        return logits
+
+
+class NoLatents(nn.Module):
+    """The guide of a model without latent sites (:class:`PlainClassifier`)."""
+
+    def forward(self, *args, **kwargs):
+        return {}

@@ -1,8 +1,16 @@
 """Inference for DirMag models: guide, prediction, metrics, pruning, safe SVI."""
 
 from .elbo import DirMagELBO
+from .evaluate import METRICS, classification_metrics, evaluate, predict_modes
 from .guide import LOG_ALPHA_MAX, LOG_ALPHA_MIN, DirMagGuide
-from .metrics import accuracy, expected_calibration_error, negative_log_likelihood
+from .metrics import (
+    accuracy,
+    brier_score,
+    expected_calibration_error,
+    negative_log_likelihood,
+    predictive_entropy,
+    reliability_bins,
+)
 from .predict import PREDICT_MODES, PredictiveMoments, predict
 from .prune import PruneReport, SelectFeatures, mean_weights, prune
 from .recipe import (
@@ -20,6 +28,7 @@ from .training import FiniteSVI, NonFiniteLossError
 __all__ = [
     "LOG_ALPHA_MAX",
     "LOG_ALPHA_MIN",
+    "METRICS",
     "PREDICT_MODES",
     "DirMagELBO",
     "DirMagGuide",
@@ -37,9 +46,15 @@ __all__ = [
     "PruneReport",
     "SelectFeatures",
     "accuracy",
+    "brier_score",
+    "classification_metrics",
+    "evaluate",
     "expected_calibration_error",
     "mean_weights",
     "negative_log_likelihood",
     "predict",
+    "predict_modes",
+    "predictive_entropy",
     "prune",
+    "reliability_bins",
 ]

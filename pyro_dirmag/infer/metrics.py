@@ -7,7 +7,14 @@ shape ``(N,)`` and returns a Python float.
 
 import torch
 
-__all__ = ["accuracy", "expected_calibration_error", "negative_log_likelihood"]
+__all__ = [
+    "accuracy",
+    "brier_score",
+    "expected_calibration_error",
+    "negative_log_likelihood",
+    "predictive_entropy",
+    "reliability_bins",
+]
 
 
 def _check(probs, labels):
@@ -61,3 +68,53 @@ def expected_calibration_error(
     conf_sum = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, conf)
     acc_sum = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, correct)
     return ((acc_sum - conf_sum).abs().sum() / conf.numel()).item()
+
+
+def brier_score(probs, labels):
+    r"""Mean Brier score :math:`\frac1N \sum_i \sum_c (p_{ic} - [y_i = c])^2` (0 is perfect,
+    2 the worst)."""
+    _check(probs, labels)
+    p = probs.double()
+    onehot = torch.zeros_like(p).scatter_(-1, labels.long().unsqueeze(-1), 1.0)
+    return (p - onehot).square().sum(-1).mean().item()
+
+
+def predictive_entropy(probs, labels=None, eps=1e-12):
+    r"""Mean entropy :math:`-\sum_c p_{ic} \log p_{ic}` of the predictive distributions
+    (nats); ``labels`` is ignored (accepted for a uniform signature)."""
+    if probs.dim() != 2 or probs.shape[0] == 0:
+        raise ValueError(f"expected non-empty probs of shape (N, C), got {tuple(probs.shape)}")
+    p = probs.double()
+    return -(p * p.clamp_min(eps).log()).sum(-1).mean().item()
+
+
+def reliability_bins(probs, labels, num_bins=15):
+    """
+    The reliability diagram of the top-class confidence, over the bins of
+    :func:`expected_calibration_error`.
+
+    :returns: a dict of lists ``count``, ``confidence`` (mean confidence per bin) and
+        ``accuracy`` (per bin; ``None`` for empty bins), and ``edges`` (``num_bins + 1``).
+    """
+    _check(probs, labels)
+    if not isinstance(num_bins, int) or num_bins < 1:
+        raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
+    conf, pred = probs.double().max(-1)
+    correct = (pred == labels).double()
+    bins = (conf * num_bins).ceil().long().clamp(1, num_bins) - 1
+    count = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, torch.ones_like(conf))
+    conf_sum = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, conf)
+    acc_sum = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, correct)
+    nonempty = count > 0
+    return {
+        "edges": [b / num_bins for b in range(num_bins + 1)],
+        "count": [int(c) for c in count.tolist()],
+        "confidence": [
+            (s / c if ok else None)
+            for s, c, ok in zip(conf_sum.tolist(), count.tolist(), nonempty.tolist(), strict=True)
+        ],
+        "accuracy": [
+            (s / c if ok else None)
+            for s, c, ok in zip(acc_sum.tolist(), count.tolist(), nonempty.tolist(), strict=True)
+        ],
+    }

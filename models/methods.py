@@ -1,0 +1,117 @@
+"""
+Training methods by name: each builds a Pyro model and its guide for one of the
+networks of :data:`~pyro_dirmag.models.ARCHITECTURES`, so that one ELBO, one optimizer
+and one command line train every row of the thesis's tables 1 and 3.
+
+================== ==================================================================
+method             model and guide
+================== ==================================================================
+``dirmag``         DirMag layers (output-unit groups), :class:`~pyro_dirmag.infer.DirMagGuide`
+``dirmag-reverse`` DirMag with input-feature groups in the dense layers ("FC reverse")
+``gaussian-dropout`` multiplicative :math:`\\mathcal N(1, \\alpha)` noise (non-variational)
+``none``           the plain weight-normalized network
+``projected``, ``tangent``, ``rotation_normal``, ``rotation_beta``
+                   the direction noises of :mod:`pyro_dirmag.nn.noise` (non-variational)
+================== ==================================================================
+
+Non-variational methods are a :class:`~pyro_dirmag.models.PlainClassifier` with the
+guide :class:`~pyro_dirmag.models.NoLatents`.
+"""
+
+from torch import nn
+
+from pyro_dirmag.infer.recipe import Recipe
+from pyro_dirmag.nn import NOISES, NoisyConv2d, NoisyLinear
+
+from .architectures import layers
+from .classifier import NoLatents, PlainClassifier, deterministic_model, dirmag_model
+
+__all__ = ["DEFAULT_ALPHA", "METHODS", "build", "evaluation_modes", "is_variational"]
+
+#: Every method name (:func:`build`).
+METHODS = ("dirmag", "dirmag-reverse", "gaussian-dropout", "none") + tuple(
+    n for n in NOISES if n != "gaussian"
+)
+
+#: Noise strength of the non-variational methods when none is given.
+DEFAULT_ALPHA = {"gaussian-dropout": 0.25, "projected": 0.1, "tangent": 0.1}
+DEFAULT_ALPHA.update(rotation_normal=0.1, rotation_beta=0.1)
+
+
+def _check_method(method):
+    if method not in METHODS:
+        raise ValueError(f"Expected parameter method ({method!r}) to be one of {list(METHODS)}")
+
+
+def is_variational(method):
+    """Whether ``method`` has a variational posterior (a DirMag guide to prune)."""
+    _check_method(method)
+    return method.startswith("dirmag")
+
+
+def evaluation_modes(method):
+    """
+    The prediction modes that differ for ``method``: ``("mean", "sample", "ensemble")``,
+    or ``("mean",)`` for the noise-free ``"none"``.
+    """
+    _check_method(method)
+    return ("mean",) if method == "none" else ("mean", "sample", "ensemble")
+
+
+def build(
+    architecture,
+    method,
+    num_data,
+    *,
+    recipe=None,
+    phi=None,
+    alpha=None,
+    magnitude=None,
+    magnitude_alpha=None,
+    on="activation",
+):
+    """
+    The model and guide of ``method`` on the network ``architecture``.
+
+    :param str architecture: a key of :data:`~pyro_dirmag.models.ARCHITECTURES`.
+    :param str method: one of :data:`METHODS`.
+    :param int num_data: training set size :math:`N`.
+    :param Recipe recipe: initial noise of the DirMag guide (default :class:`Recipe`).
+    :param str phi: the DirMag rotation-plane mode; default ``"shared"`` for
+        ``dirmag-reverse`` and ``"per_example"`` for ``dirmag``.
+    :param float alpha: noise strength of a non-variational method
+        (default :data:`DEFAULT_ALPHA`).
+    :param str magnitude: optional magnitude noise of the noisy layers.
+    :param float magnitude_alpha: its variance.
+    :param str on: where the noise enters, ``"activation"`` or ``"weight"``.
+    :returns: ``(model, guide)``; the guide is not run yet.
+    """
+    _check_method(method)
+    if is_variational(method):
+        reverse = method == "dirmag-reverse"
+        model = dirmag_model(
+            architecture,
+            num_data,
+            reverse=reverse,
+            phi=phi or ("shared" if reverse else "per_example"),
+        )
+        return model, (recipe or Recipe()).guide(model)
+    if method == "none":
+        return PlainClassifier(deterministic_model(architecture), num_data), NoLatents()
+    noise = "gaussian" if method == "gaussian-dropout" else method
+    kwargs = dict(
+        noise=noise,
+        alpha=DEFAULT_ALPHA[method] if alpha is None else alpha,
+        magnitude=magnitude,
+        magnitude_alpha=magnitude_alpha,
+        on=on,
+    )
+
+    def linear(n_in, n_out):
+        return NoisyLinear(n_in, n_out, **kwargs)
+
+    def conv(c_in, c_out, k):
+        return NoisyConv2d(c_in, c_out, k, **kwargs)
+
+    net = nn.Sequential(*layers(architecture, linear, conv))
+    return PlainClassifier(net, num_data), NoLatents()

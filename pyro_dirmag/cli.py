@@ -1,0 +1,587 @@
+"""
+The ``pyro-dirmag`` command line (also ``python -m pyro_dirmag``)::
+
+    pyro-dirmag train --model lenet300 --method dirmag-reverse --epochs 50 --out runs/A
+    pyro-dirmag evaluate runs/A      # metrics.json: mean / sample / ensemble metrics
+    pyro-dirmag prune runs/A         # prune.json, pruned.pt, pruned.pt2
+    pyro-dirmag plot runs/A          # PNG pictures
+
+``train`` needs the ``train`` extra (PyTorch Lightning); the other commands do not.
+Every recipe default is read from :class:`~pyro_dirmag.infer.Recipe`. Bad input
+prints one line naming the problem and exits with status 2, leaving existing runs as
+they were.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+
+import torch
+
+from .data import DATASETS, DataError
+from .infer.recipe import Recipe
+from .infer.training import NonFiniteLossError
+from .run import (
+    CHECKPOINT,
+    CONFIG,
+    IDENTITY_KEYS,
+    RunError,
+    check_identity,
+    load_checkpoint,
+    load_run,
+    load_splits,
+    read_config,
+    run_config,
+)
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+PROG = "pyro-dirmag"
+
+
+class CLIError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise CLIError(f"{self.prog}: {message}")
+
+
+def _architectures():
+    from pyro_dirmag.models import ARCHITECTURES
+
+    return sorted(ARCHITECTURES)
+
+
+def _methods():
+    from pyro_dirmag.models import METHODS
+
+    return list(METHODS)
+
+
+def _parser():
+    p = _Parser(prog=PROG, description="Bayesian DirMag networks: train, evaluate, prune, plot.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a network (PyTorch Lightning)")
+    t.add_argument("--model", help=f"one of {', '.join(_architectures())} (default lenet300)")
+    t.add_argument("--method", help=f"one of {', '.join(_methods())} (default dirmag-reverse)")
+    t.add_argument("--dataset", help=f"one of {', '.join(sorted(DATASETS))} (default mnist)")
+    t.add_argument("--data-dir", help="folder holding <Dataset>/raw (default: $PYRO_DIRMAG_DATA)")
+    t.add_argument("--download", action="store_true", help="download missing data files")
+    t.add_argument("--train-size", type=int, help="training images drawn (default: all)")
+    t.add_argument("--val-size", type=int, help="held out of them for validation (5000)")
+    t.add_argument("--epochs", type=int, help="epochs of the run (default 50)")
+    t.add_argument("--batch-size", type=int, help="examples per step and process (100)")
+    t.add_argument("--seed", type=int, help="random seed (default 0)")
+    t.add_argument("--lr", type=float, help=f"learning rate (Recipe: {Recipe.lr})")
+    t.add_argument("--noise-lr", type=float, help=f"noise learning rate ({Recipe.noise_lr})")
+    t.add_argument("--flat-fraction", type=float, help="share of the run at the full rate")
+    t.add_argument("--kl-warmup-start", type=float, help="progress where the KL weight rises")
+    t.add_argument("--kl-warmup-end", type=float, help="progress where it reaches 1")
+    t.add_argument("--init-log-alpha", type=float, help="initial log alpha of the magnitudes")
+    t.add_argument("--phi", choices=["per_example", "shared"], help="DirMag rotation planes")
+    t.add_argument("--alpha", type=float, help="noise strength of a non-variational method")
+    t.add_argument("--magnitude", choices=["normal", "gamma"], help="magnitude noise")
+    t.add_argument("--magnitude-alpha", type=float, help="its variance")
+    t.add_argument("--on", choices=["activation", "weight"], help="where the noise enters")
+    t.add_argument("--out", required=True, help="run folder (must not exist unless --resume)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--stop-after", type=int, help="stop after this many epochs of this call")
+    t.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    t.add_argument("--devices", default="1", help="processes/devices per node (or auto)")
+    t.add_argument("--strategy", default="auto", help="auto, ddp, ddp_spawn ...")
+    t.add_argument("--num-nodes", type=int, default=1, help="machines (torchrun / SLURM)")
+    t.add_argument("--threads", type=int, help="torch threads per process")
+    t.add_argument("--no-progress-bar", action="store_true", help="plain epoch lines only")
+
+    e = sub.add_parser("evaluate", help="metrics of a trained run -> RUN/metrics.json")
+    e.add_argument("run")
+    e.add_argument("--num-samples", type=int, default=20, help="networks in the ensemble")
+    e.add_argument("--rotate", type=float, default=45.0, help="degrees of the shifted test set")
+    e.add_argument("--batch-size", type=int, default=1000)
+    e.add_argument("--seed", type=int, default=0, help="seed of the sampled networks")
+
+    r = sub.add_parser("prune", help="prune a DirMag run -> RUN/prune.json, RUN/pruned.pt2")
+    r.add_argument("run")
+    r.add_argument("--threshold", type=float, help="one log alpha threshold for every layer")
+    r.add_argument("--tolerance", type=float, default=0.001, help="validation accuracy to lose")
+
+    g = sub.add_parser("plot", help="PNG pictures of a run")
+    g.add_argument("run")
+    return p
+
+
+# ----- train -----------------------------------------------------------------------
+_TRAIN_DEFAULTS = {
+    "model": "lenet300",
+    "method": "dirmag-reverse",
+    "dataset": "mnist",
+    "train_size": None,
+    "val_size": 5000,
+    "epochs": 50,
+    "batch_size": 100,
+    "seed": 0,
+}
+_RECIPE_FLAGS = {
+    "lr": "lr",
+    "noise_lr": "noise_lr",
+    "flat_fraction": "flat_fraction",
+    "kl_warmup_start": "kl_warmup_start",
+    "kl_warmup_end": "kl_warmup_end",
+    "init_log_alpha": "init_log_alpha",
+}
+_METHOD_FLAGS = ("phi", "alpha", "magnitude", "magnitude_alpha", "on")
+
+
+def _flag(key):
+    return "--" + key.replace("_", "-")
+
+
+def _env_rank():
+    """This process's global rank as launchers set it (0 when not launched)."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def _check_positive(args, names):
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise CLIError(f"{_flag(name)} must be positive, got {value}")
+
+
+def _train_config(args, rank):
+    """The run's config: fresh from the options, or the stored one for ``--resume``."""
+    explicit = {k: getattr(args, k) for k in _TRAIN_DEFAULTS if getattr(args, k) is not None}
+    recipe_given = {
+        field: getattr(args, flag)
+        for flag, field in _RECIPE_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    method_given = {k: getattr(args, k) for k in _METHOD_FLAGS if getattr(args, k) is not None}
+    if args.resume:
+        config = read_config(args.out)
+        for key, value in explicit.items():
+            if key == "train_size" and value == config.get(key):
+                continue
+            if config.get(key) != value:
+                raise CLIError(
+                    f"{args.out} was trained with {_flag(key)} {config.get(key)}, not {value}: "
+                    "a resumed run keeps its settings"
+                )
+        for field, value in recipe_given.items():
+            if config["recipe"].get(field) != value:
+                raise CLIError(
+                    f"{args.out} was trained with {_flag(field)} {config['recipe'][field]}"
+                )
+        for key, value in method_given.items():
+            if config["method_options"].get(key) != value:
+                raise CLIError(
+                    f"{args.out} was trained with {_flag(key)} {config['method_options'].get(key)}"
+                )
+        if args.data_dir is not None:
+            config["data_dir"] = os.path.abspath(args.data_dir)
+        return config
+    if (
+        rank == 0
+        and os.path.exists(args.out)
+        and (not os.path.isdir(args.out) or os.listdir(args.out))
+    ):
+        raise CLIError(f"{args.out} already exists: pass --resume to continue it, or another --out")
+    settings = dict(_TRAIN_DEFAULTS, **explicit)
+    if settings["model"] not in _architectures():
+        raise CLIError(
+            f"unknown --model {settings['model']!r}; choose from {', '.join(_architectures())}"
+        )
+    if settings["method"] not in _methods():
+        raise CLIError(
+            f"unknown --method {settings['method']!r}; choose from {', '.join(_methods())}"
+        )
+    if settings["dataset"] not in DATASETS:
+        raise CLIError(
+            f"unknown --dataset {settings['dataset']!r}; choose from {', '.join(sorted(DATASETS))}"
+        )
+    for name in ("epochs", "batch_size", "train_size"):
+        value = settings[name]
+        if value is not None and value < 1:
+            raise CLIError(f"{_flag(name)} must be a positive integer, got {value}")
+    if settings["val_size"] < 0:
+        raise CLIError(f"--val-size must be >= 0, got {settings['val_size']}")
+    try:
+        recipe = Recipe(**recipe_given)
+    except ValueError as e:
+        raise CLIError(str(e).replace("parameter ", "parameter --").replace("_", "-")) from e
+    from pyro_dirmag.models import is_variational
+
+    method = settings["method"]
+    allowed = (
+        {"phi"}
+        if is_variational(method)
+        else set()
+        if method == "none"
+        else set(_METHOD_FLAGS) - {"phi"}
+    )
+    extra = sorted(method_given.keys() - allowed)
+    if extra:
+        raise CLIError(f"{', '.join(map(_flag, extra))} does not apply to --method {method}")
+    data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
+    return run_config(recipe=recipe, method_options=method_given, data_dir=data_dir, **settings)
+
+
+def _load_train_data(config, download):
+    from .data import load_dataset
+
+    if config["train_size"] is None:
+        _, y = load_dataset(config["dataset"], True, config.get("data_dir"), download=download)
+        config["train_size"] = len(y)
+    return load_splits(config, test=False, download=download)
+
+
+def _train(args):
+    rank = _env_rank()
+    _check_positive(args, ["lr", "noise_lr", "alpha", "magnitude_alpha"])
+    if args.stop_after is not None and args.stop_after < 1:
+        raise CLIError(f"--stop-after must be a positive integer, got {args.stop_after}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CLIError(f"--threads must be a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    config = _train_config(args, rank)
+    data = _load_train_data(config, args.download)
+    ckpt_path = None
+    if args.resume:
+        checkpoint = load_checkpoint(args.out)
+        check_identity(config, checkpoint, os.path.join(args.out, CHECKPOINT))
+        if checkpoint.get("epoch", -1) + 1 >= config["epochs"]:
+            raise CLIError(
+                f"{args.out} has finished its {config['epochs']} epochs; nothing to resume"
+            )
+        ckpt_path = os.path.join(args.out, CHECKPOINT)
+        del checkpoint
+    try:
+        import lightning
+    except ImportError as e:
+        raise CLIError('training needs PyTorch Lightning: pip install "pyro-dirmag[train]"') from e
+    import pyro
+
+    from .lightning import PyroLightningModule, TensorDataModule
+    from .run import build_from_config
+
+    x, y = data["train"]
+    pyro.set_rng_seed(config["seed"])
+    model, guide = build_from_config(config, len(y))
+    module = PyroLightningModule(
+        model,
+        guide,
+        recipe=Recipe(**config["recipe"]),
+        example_batch=(x[: config["batch_size"]], y[: config["batch_size"]]),
+        rank_seed=config["seed"],
+    )
+    files = RunFiles(args.out, config, args.stop_after)
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=PossibleUserWarning)
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Lightning 2.6 builds torch pytree LeafSpecs, which torch 2.14 deprecates.
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer = _trainer(
+            lightning,
+            max_epochs=config["epochs"],
+            accelerator=args.accelerator,
+            devices=devices,
+            strategy=args.strategy,
+            num_nodes=args.num_nodes,
+            logger=False,
+            enable_checkpointing=True,  # through the RunFiles callback only
+            enable_model_summary=False,
+            enable_progress_bar=not args.no_progress_bar,
+            callbacks=[files.callback()],
+            use_distributed_sampler=False,
+            num_sanity_val_steps=0,
+            default_root_dir=args.out,
+        )
+        if rank == 0 and not args.resume:  # the run folder, once every setting is accepted
+            os.makedirs(args.out, exist_ok=True)
+            _write_json(os.path.join(args.out, CONFIG), config)
+        sigint = signal.getsignal(signal.SIGINT)
+        try:
+            trainer.fit(
+                module,
+                datamodule=TensorDataModule(x, y, config["batch_size"], config["seed"]),
+                ckpt_path=ckpt_path,
+            )
+        except SystemExit:
+            # Lightning turns Ctrl-C into a graceful shutdown and sys.exit(1).
+            if not trainer.interrupted:
+                raise
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, sigint)
+    if trainer.global_rank != 0:
+        return 0
+    done = files.last_epoch
+    if trainer.interrupted:
+        print(
+            f"interrupted; the last complete checkpoint is {os.path.join(args.out, CHECKPOINT)} "
+            f"(epoch {done}); continue with: {PROG} train --out {args.out} --resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(f"trained {done} of {config['epochs']} epochs; outputs in {args.out}:")
+    print(f"  checkpoint {os.path.join(args.out, CHECKPOINT)}")
+    print(f"  per-epoch metrics {os.path.join(args.out, 'metrics.csv')} and metrics.jsonl")
+    if done < config["epochs"]:
+        print(f"  continue with: {PROG} train --out {args.out} --resume")
+    else:
+        print(
+            f"  next: {PROG} evaluate {args.out}; {PROG} prune {args.out}; {PROG} plot {args.out}"
+        )
+    return 0
+
+
+def _trainer(lightning, **kwargs):
+    """``lightning.Trainer(**kwargs)``; a setting the machine cannot honour (no GPU,
+    an unknown strategy) becomes one line."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return lightning.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"--accelerator/--devices/--strategy: {first}") from e
+
+
+class RunFiles:
+    """Per-epoch files of a run: the atomic ``last.ckpt`` and the metrics rows."""
+
+    def __init__(self, out, config, stop_after=None):
+        self.out = out
+        self.config = config
+        self.stop_after = stop_after
+        self.records = []
+        self.last_epoch = 0
+        path = os.path.join(out, "metrics.jsonl")
+        if os.path.exists(path):
+            with open(path) as f:
+                self.records = [json.loads(line) for line in f if line.strip()]
+
+    def callback(self):
+        from lightning.pytorch.callbacks import Checkpoint
+
+        files = self
+
+        class _EpochEnd(Checkpoint):
+            # A Checkpoint subclass: Lightning calls it after the module's epoch-end hook.
+            def on_train_start(self, trainer, pl_module):
+                done = trainer.current_epoch
+                files.records = [r for r in files.records if r["epoch"] <= done]
+                files.last_epoch = done
+                self.started = done
+
+            def on_train_epoch_start(self, trainer, pl_module):
+                self.t0 = time.perf_counter()
+
+            def on_train_epoch_end(self, trainer, pl_module):
+                epoch = trainer.current_epoch + 1
+                record = {"epoch": epoch, "step": trainer.global_step}
+                record.update(pl_module.epoch_metrics)
+                record["seconds"] = time.perf_counter() - self.t0
+                final = os.path.join(files.out, CHECKPOINT)
+                tmp = final + ".tmp"
+                trainer.save_checkpoint(tmp, weights_only=False)
+                trainer.strategy.barrier()
+                if trainer.global_rank == 0:
+                    os.replace(tmp, final)
+                    files.records.append(record)
+                    files.write()
+                    if not trainer.progress_bar_callback:
+                        print(json.dumps(record), flush=True)
+                files.last_epoch = epoch
+                if files.stop_after is not None and epoch - self.started >= files.stop_after:
+                    trainer.should_stop = True
+
+            def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+                checkpoint["run_config"] = {k: files.config[k] for k in IDENTITY_KEYS}
+
+        return _EpochEnd()
+
+    def write(self):
+        keys = []
+        for r in self.records:
+            keys += [k for k in r if k not in keys]
+        path = os.path.join(self.out, "metrics.csv")
+        with open(path + ".tmp", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.records)
+        os.replace(path + ".tmp", path)
+        path = os.path.join(self.out, "metrics.jsonl")
+        with open(path + ".tmp", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in self.records)
+        os.replace(path + ".tmp", path)
+
+
+# ----- evaluate, prune, plot ---------------------------------------------------------
+def _write_json(path, obj):
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def _existing_run(path):
+    if not os.path.isdir(path):
+        raise CLIError(f"no run folder {path}")
+    return path
+
+
+def _evaluate(args):
+    from .infer.evaluate import classification_metrics, predict_modes
+    from .infer.metrics import reliability_bins
+    from .models import evaluation_modes
+
+    if args.num_samples < 1:
+        raise CLIError(f"--num-samples must be a positive integer, got {args.num_samples}")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    config, model, guide, checkpoint = load_run(_existing_run(args.run))
+    data = load_splits(config, rotate=args.rotate)
+    import pyro
+
+    pyro.set_rng_seed(args.seed)
+    modes = evaluation_modes(config["method"])
+    result = {}
+    reliability = {}
+    for split in ("test", "test_rotated"):
+        x, y = data[split]
+        probs = predict_modes(model, guide, x, modes, args.num_samples, args.batch_size)
+        result[split] = {mode: classification_metrics(p, y) for mode, p in probs.items()}
+        reliability[split] = {mode: reliability_bins(p, y) for mode, p in probs.items()}
+    result["settings"] = {
+        "epoch": checkpoint.get("epoch", -1) + 1,
+        "num_samples": args.num_samples,
+        "rotate_degrees": args.rotate,
+        "seed": args.seed,
+        "test_images": len(data["test"][1]),
+    }
+    _write_json(os.path.join(args.run, "metrics.json"), result)
+    _write_json(os.path.join(args.run, "reliability.json"), reliability)
+    print(f"{'':22}{'accuracy':>9}{'NLL':>9}{'ECE':>8}{'Brier':>8}{'entropy':>9}")
+    for split in ("test", "test_rotated"):
+        for mode, m in result[split].items():
+            print(
+                f"{split:<13}{mode:<9}{m['accuracy']:>9.4f}{m['nll']:>9.4f}{m['ece']:>8.4f}"
+                f"{m['brier']:>8.4f}{m['entropy']:>9.4f}"
+            )
+    print(f"wrote {os.path.join(args.run, 'metrics.json')}")
+    return 0
+
+
+def _prune(args):
+    from .infer.evaluate import classification_metrics
+    from .infer.prune import prune
+    from .infer.recipe import choose_thresholds
+    from .models import is_variational
+
+    config, model, guide, _ = load_run(_existing_run(args.run))
+    if not is_variational(config["method"]):
+        raise CLIError(f"{args.run} was trained with --method {config['method']}: nothing to prune")
+    if args.threshold is not None and math.isnan(args.threshold):
+        raise CLIError("--threshold must be a number")
+    if not args.tolerance >= 0:
+        raise CLIError(f"--tolerance must be >= 0, got {args.tolerance}")
+    data = load_splits(config)
+    result = {}
+    with warnings.catch_warnings():
+        # A candidate threshold may drop every unit of a layer (an empty nn.Linear).
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        if args.threshold is None:
+            xv, yv = data["val"]
+            if len(yv) == 0:
+                raise CLIError(f"{args.run} has no validation split: pass --threshold")
+            threshold, val = choose_thresholds(model, guide, xv, yv, tolerance=args.tolerance)
+            result["threshold_source"] = "validation"
+            result["validation"] = val
+        else:
+            threshold = args.threshold
+            result["threshold_source"] = "--threshold"
+        pruned, report = prune(model, guide, threshold=threshold)
+    net = pruned.net.eval()
+    xt, yt = data["test"]
+    with torch.no_grad():
+        probs = torch.cat([net(c) for c in xt.split(1000)]).softmax(-1)
+    result.update(report.as_dict())
+    result["test"] = classification_metrics(probs, yt)
+    torch.save(net.state_dict(), os.path.join(args.run, "pruned.pt"))
+    result["files"] = {"state_dict": "pruned.pt", "program": _export(net, xt[:2], args.run)}
+    _write_json(os.path.join(args.run, "prune.json"), result)
+    print(report)
+    print(f"pruned network test accuracy {result['test']['accuracy']:.4f}")
+    print(f"wrote {os.path.join(args.run, 'prune.json')}")
+    return 0
+
+
+def _export(net, example, run_dir):
+    """Saves ``net`` as a ``torch.export`` program with a dynamic batch size (TorchScript
+    where export fails)."""
+    try:
+        batch = {0: torch.export.Dim("batch")}
+        program = torch.export.export(net, (example,), dynamic_shapes=(batch,))
+        torch.export.save(program, os.path.join(run_dir, "pruned.pt2"))
+        return "pruned.pt2"
+    except Exception:  # noqa: BLE001 - export coverage varies between torch versions
+        torch.jit.trace(net, example).save(os.path.join(run_dir, "pruned.ts"))
+        return "pruned.ts"
+
+
+def _plot(args):
+    from .plots import plot_run
+
+    run = _existing_run(args.run)
+    config = read_config(run)
+    written = plot_run(run, config)
+    for path in written:
+        print(path)
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "prune": _prune, "plot": _plot}
+
+
+def main(argv=None):
+    """Runs the command line; returns the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (CLIError, RunError, DataError, FileNotFoundError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if not message.startswith(PROG):
+            message = f"{PROG}: error: {message}"
+        print(message, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except NonFiniteLossError as e:
+        print(
+            f"{PROG}: training stopped: {e}; the last complete checkpoint is kept", file=sys.stderr
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

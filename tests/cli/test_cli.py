@@ -1,0 +1,273 @@
+"""The pyro-dirmag command line on a tiny synthetic data set (conftest.py)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import matplotlib.image
+import pytest
+import torch
+
+from pyro_dirmag.cli import main
+from pyro_dirmag.run import load_run
+
+from .conftest import write_synthetic
+
+TINY = ["--train-size", "120", "--val-size", "20", "--batch-size", "25", "--no-progress-bar"]
+STEPS_PER_EPOCH = 4
+
+
+def train(data_root, out, *extra):
+    return main(["train", "--data-dir", data_root, *TINY, "--out", str(out), *extra])
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def rows(run):
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in f]
+
+
+def assert_same_run(a, b):
+    ca = torch.load(os.path.join(a, "last.ckpt"), weights_only=True)
+    cb = torch.load(os.path.join(b, "last.ckpt"), weights_only=True)
+    assert ca["global_step"] == cb["global_step"]
+    assert ca["state_dict"].keys() == cb["state_dict"].keys()
+    for key, value in ca["state_dict"].items():
+        assert torch.equal(value, cb["state_dict"][key]), key
+    for sa, sb in zip(
+        ca["optimizer_states"][0]["state"].values(),
+        cb["optimizer_states"][0]["state"].values(),
+        strict=True,
+    ):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert ca["lr_schedulers"] == cb["lr_schedulers"]
+    assert torch.equal(ca["rng_states"][0]["torch"], cb["rng_states"][0]["torch"])
+    assert rows(a) == rows(b)
+
+
+@pytest.fixture(scope="module")
+def reference(data_root, tmp_path_factory):
+    """An uninterrupted 4-epoch run."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    assert train(data_root, out, "--epochs", "4") == 0
+    return str(out)
+
+
+def test_train_writes_checkpoint_and_metrics(reference):
+    records = rows(reference)
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert {"loss", "nll", "kl", "acc", "kl_weight", "lr", "lr_noise", "units_kept"} <= set(
+        records[0]
+    )
+    assert records[-1]["acc"] > 0.9 > records[0]["nll"] / 10  # it learns the 10 blocks
+    with open(os.path.join(reference, "metrics.csv")) as f:
+        assert len(f.read().strip().splitlines()) == 5
+    config = read_json(os.path.join(reference, "config.json"))
+    assert config["method"] == "dirmag-reverse" and config["model"] == "lenet300"
+    from pyro_dirmag.infer import Recipe
+
+    assert config["recipe"] == Recipe().as_dict()  # every default from the Recipe
+
+
+@pytest.mark.slow
+def test_resume_two_plus_two_epochs_is_bit_exact(data_root, tmp_path, reference):
+    out = tmp_path / "run"
+    assert train(data_root, out, "--epochs", "4", "--stop-after", "2") == 0
+    assert [r["epoch"] for r in rows(out)] == [1, 2]
+    assert main(["train", "--out", str(out), "--resume", "--no-progress-bar"]) == 0
+    assert_same_run(str(out), reference)
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_last_checkpoint_and_resumes_exactly(
+    data_root, tmp_path, reference, monkeypatch, capsys
+):
+    from pyro_dirmag.lightning import PyroLightningModule
+
+    step = PyroLightningModule.training_step
+
+    def interrupted(self, batch, batch_idx):
+        if self.global_step == STEPS_PER_EPOCH + 2:  # in the middle of epoch 2
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(PyroLightningModule, "training_step", interrupted)
+        assert train(data_root, out, "--epochs", "4") == 130
+    assert "--resume" in capsys.readouterr().err
+    assert [r["epoch"] for r in rows(out)] == [1]
+    load_run(str(out))  # the last complete checkpoint is usable
+    assert main(["train", "--out", str(out), "--resume", "--no-progress-bar"]) == 0
+    assert_same_run(str(out), reference)
+
+
+def _png_ok(path):
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert image[..., :3].std() > 0.02, f"{path} is blank"
+
+
+@pytest.mark.slow
+def test_evaluate_prune_plot(reference, capsys):
+    run = reference
+    assert main(["evaluate", run, "--num-samples", "3"]) == 0
+    metrics = read_json(os.path.join(run, "metrics.json"))
+    for split in ("test", "test_rotated"):
+        assert set(metrics[split]) == {"mean", "sample", "ensemble"}
+        for values in metrics[split].values():
+            assert set(values) == {"accuracy", "nll", "ece", "brier", "entropy"}
+    assert metrics["test"]["ensemble"]["accuracy"] > 0.9
+    assert metrics["test_rotated"]["ensemble"]["accuracy"] < metrics["test"]["ensemble"]["accuracy"]
+
+    assert main(["prune", run]) == 0
+    report = read_json(os.path.join(run, "prune.json"))
+    assert report["threshold_source"] == "validation"
+    assert isinstance(report["threshold"], dict)
+    assert report["compression"] == report["params_total"] / report["params_kept"]
+    assert [r["name"] for r in report["layers"]] == ["net.1", "net.3", "net.5"]
+    # the exported program is the pruned network: same test accuracy as reported
+    _, _, _, _ = load_run(run)
+    program = torch.export.load(os.path.join(run, report["files"]["program"])).module()
+    from pyro_dirmag.run import load_splits
+
+    xt, yt = load_splits(read_json(os.path.join(run, "config.json")))["test"]
+    acc = (program(xt).argmax(-1) == yt).double().mean().item()
+    assert acc == pytest.approx(report["test"]["accuracy"])
+    state = torch.load(os.path.join(run, "pruned.pt"), weights_only=True)
+    assert (
+        sum(v.numel() for k, v in state.items() if k.endswith(("weight", "bias")))
+        == (report["params_kept"])
+    )
+
+    assert main(["prune", run, "--threshold", "100"]) == 0
+    report = read_json(os.path.join(run, "prune.json"))
+    assert report["threshold_source"] == "--threshold" and report["compression"] == 1.0
+
+    assert main(["plot", run]) == 0
+    for name in ("curves.png", "posteriors.png", "units_kept.png", "reliability.png"):
+        _png_ok(os.path.join(run, name))
+
+
+@pytest.mark.parametrize("method", ["none", "gaussian-dropout", "rotation_beta"])
+def test_other_methods_train_and_evaluate(data_root, tmp_path, method):
+    out = tmp_path / "run"
+    assert train(data_root, out, "--epochs", "1", "--method", method) == 0
+    assert main(["evaluate", str(out), "--num-samples", "2"]) == 0
+    metrics = read_json(os.path.join(out, "metrics.json"))
+    modes = {"mean"} if method == "none" else {"mean", "sample", "ensemble"}
+    assert set(metrics["test"]) == modes
+    assert main(["prune", str(out)]) == 2  # nothing to prune
+    assert main(["plot", str(out)]) == 0
+    _png_ok(os.path.join(out, "curves.png"))
+
+
+# ----- bad input: one line, exit status 2, nothing overwritten ------------------------
+BAD_TRAIN = {
+    "model": (["--model", "lenet7"], "--model"),
+    "method": (["--method", "magic"], "--method"),
+    "dataset": (["--dataset", "cifar"], "--dataset"),
+    "epochs": (["--epochs", "0"], "--epochs"),
+    "batch": (["--batch-size", "-1"], "--batch-size"),
+    "lr": (["--lr", "0"], "--lr"),
+    "noise_lr": (["--noise-lr", "-1e-3"], "--noise-lr"),
+    "train_size": (["--train-size", "100000"], "--train-size"),
+    "option": (["--alpha", "0.1"], "--alpha"),
+    "strategy": (["--strategy", "no-such-strategy"], "--strategy"),
+}
+if not torch.cuda.is_available():
+    BAD_TRAIN["accelerator"] = (["--accelerator", "gpu"], "--accelerator")
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TRAIN))
+def test_bad_train_options(case, data_root, tmp_path, capsys):
+    args, named = BAD_TRAIN[case]
+    out = tmp_path / "run"
+    status = main(["train", "--data-dir", data_root, *TINY, "--out", str(out), *args])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(err.splitlines()) == 1 and named in err, err
+    assert not out.exists()
+
+
+def test_existing_run_is_not_overwritten(reference, data_root, capsys):
+    before = {n: os.path.getmtime(os.path.join(reference, n)) for n in os.listdir(reference)}
+    assert train(data_root, reference, "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and len(err.strip().splitlines()) == 1
+    # resuming with another model or a finished run: refused too
+    assert main(["train", "--out", reference, "--resume", "--model", "lenet5"]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(["train", "--out", reference, "--resume"]) == 2
+    assert "finished" in capsys.readouterr().err
+    after = {n: os.path.getmtime(os.path.join(reference, n)) for n in os.listdir(reference)}
+    assert {k: after[k] for k in before} == before
+
+
+def test_checkpoint_of_another_method_is_refused(reference, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(reference, run)
+    config = read_json(run / "config.json")
+    config["method"] = "dirmag"
+    with open(run / "config.json", "w") as f:
+        json.dump(config, f)
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "method" in err
+
+
+def test_missing_run(tmp_path, capsys):
+    for command in ("evaluate", "prune", "plot"):
+        assert main([command, str(tmp_path / "nothing")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "nothing" in err
+    assert main(["train", "--out", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_missing_and_corrupt_data(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data-dir", str(tmp_path / "empty"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train-images-idx3-ubyte" in err and "empty" in err
+    root = write_synthetic(tmp_path / "data", n_train=50, n_test=10)
+    images = os.path.join(root, "MNIST", "raw", "train-images-idx3-ubyte")
+    with open(images, "r+b") as f:
+        f.truncate(os.path.getsize(images) - 100)
+    assert main(["train", "--data-dir", root, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "truncated" in err and "train-images" in err
+    assert not out.exists()
+
+
+def test_train_without_lightning_says_how_to_install(data_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "lightning", None)
+    assert train(data_root, tmp_path / "run", "--epochs", "1") == 2
+    assert "pyro-dirmag[train]" in capsys.readouterr().err
+
+
+def test_package_imports_without_lightning():
+    code = (
+        "import sys; sys.modules['lightning'] = None\n"
+        "import pyro_dirmag.cli, pyro_dirmag.infer, pyro_dirmag.models, pyro_dirmag.plots\n"
+        "import pyro_dirmag.run, pyro_dirmag.nn, pyro_dirmag.distributions\n"
+        "assert 'pyro_dirmag.lightning' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_python_m_entry_point():
+    result = subprocess.run(
+        [sys.executable, "-m", "pyro_dirmag", "train", "--epochs", "0", "--out", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "pyro-dirmag: error: --epochs must be a positive integer, got 0"
