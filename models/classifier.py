@@ -2,6 +2,7 @@
 The DirMag Bayesian classifiers and their deterministic baselines.
 """
 
+import pyro
 import pyro.distributions as dist
 from pyro.nn import PyroModule
 from torch import nn
