@@ -506,21 +506,18 @@ def _prune(args):
         raise CLIError(f"--tolerance must be >= 0, got {args.tolerance}")
     data = load_splits(config)
     result = {}
-    with warnings.catch_warnings():
-        # A candidate threshold may drop every unit of a layer (an empty nn.Linear).
-        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-        if args.threshold is None:
-            xv, yv = data["val"]
-            if len(yv) == 0:
-                raise CLIError(f"{args.run} has no validation split: pass --threshold")
-            threshold, val = choose_thresholds(model, guide, xv, yv, tolerance=args.tolerance)
-            result["threshold_source"] = "validation"
-            result["validation"] = val
-        else:
-            threshold = args.threshold
-            result["threshold_source"] = "--threshold"
-        pruned, report = prune(model, guide, threshold=threshold)
-    net = pruned.net.eval()
+    if args.threshold is None:
+        xv, yv = data["val"]
+        if len(yv) == 0:
+            raise CLIError(f"{args.run} has no validation split: pass --threshold")
+        threshold, val = choose_thresholds(model, guide, xv, yv, tolerance=args.tolerance)
+        result["threshold_source"] = "validation"
+        result["validation"] = val
+    else:
+        threshold = args.threshold
+        result["threshold_source"] = "--threshold"
+    pruned, report = prune(model, guide, threshold=threshold)
+    net = pruned.eval()
     xt, yt = data["test"]
     with torch.no_grad():
         probs = torch.cat([net(c) for c in xt.split(1000)]).softmax(-1)

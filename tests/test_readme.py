@@ -4,6 +4,7 @@ import os
 import re
 
 import torch
+from pyro.nn import PyroModule
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 
@@ -17,7 +18,7 @@ def _usage_block():
     return match.group(1)
 
 
-def test_readme_usage_block_runs():
+def _usage_namespace():
     code = _usage_block()
     # tiny fake data (a size other than the batch size), two epochs instead of fifty
     assert "epochs=50" in code
@@ -26,12 +27,33 @@ def test_readme_usage_block_runs():
         "x_train": torch.randn(150, 784),
         "y_train": torch.randint(0, 10, (150,)),
         "x_test": torch.randn(7, 784),
+        "y_test": torch.randint(0, 10, (7,)),
+        "x_val": torch.randn(20, 784),
+        "y_val": torch.randint(0, 10, (20,)),
     }
     exec(compile(code, "README.md", "exec"), namespace)
+    return namespace
+
+
+def test_readme_usage_block_runs():
+    namespace = _usage_namespace()
     probs = namespace["probs"]
     assert probs.shape == (7, 10)
     assert torch.allclose(probs.sum(-1), torch.ones(7), atol=1e-5)
-    assert namespace["net"].num_data == 150
+    assert namespace["model"].num_data == 150
+    pruned = namespace["pruned"]
+    assert isinstance(pruned, torch.nn.Sequential)
+    assert not any(isinstance(m, PyroModule) for m in pruned.modules())
+    assert pruned(namespace["x_test"]).shape == (7, 10)
+
+
+def test_readme_prediction_block_continues_the_usage_block():
+    namespace = _usage_namespace()
+    block = _block_after("Bayesian DirMag networks")
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["probs"].shape == (7, 10)
+    assert namespace["svi"].num_steps == 1
+    assert set(namespace["thresholds"]) == {r["name"] for r in namespace["report"].layers}
 
 
 def _block_after(heading):

@@ -23,6 +23,7 @@ LeNet-style network converted by :func:`~pyro_dirmag.nn.to_dirmag`.
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -376,10 +377,23 @@ def _thresholds_per_layer(threshold, names):
 
 
 def _plain_layer(layer, weight, bias):
+    with warnings.catch_warnings():
+        # A layer left with no unit has zero-element weights, which torch's initializers
+        # warn about; the weights are copied in below anyway.
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        plain = _new_plain_layer(layer, weight, bias)
+    plain = plain.to(dtype=weight.dtype, device=weight.device)
+    plain.weight.copy_(weight)
+    if bias is not None:
+        plain.bias.copy_(bias)
+    return plain
+
+
+def _new_plain_layer(layer, weight, bias):
     if isinstance(layer, DirMagLinear):
-        plain = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    elif isinstance(layer, DirMagConv2d):
-        plain = nn.Conv2d(
+        return nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    if isinstance(layer, DirMagConv2d):
+        return nn.Conv2d(
             weight.shape[1],
             weight.shape[0],
             layer.kernel_size,
@@ -388,13 +402,7 @@ def _plain_layer(layer, weight, bias):
             layer.dilation,
             bias=bias is not None,
         )
-    else:
-        raise TypeError(f"cannot prune a layer of type {type(layer).__name__}")
-    plain = plain.to(dtype=weight.dtype, device=weight.device)
-    plain.weight.copy_(weight)
-    if bias is not None:
-        plain.bias.copy_(bias)
-    return plain
+    raise TypeError(f"cannot prune a layer of type {type(layer).__name__}")
 
 
 def _set_submodule(root, name, module):

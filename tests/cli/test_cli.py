@@ -130,7 +130,7 @@ def test_evaluate_prune_plot(reference, capsys):
     assert report["threshold_source"] == "validation"
     assert isinstance(report["threshold"], dict)
     assert report["compression"] == report["params_total"] / report["params_kept"]
-    assert [r["name"] for r in report["layers"]] == ["net.1", "net.3", "net.5"]
+    assert [r["name"] for r in report["layers"]] == ["1", "3", "5"]
     # the exported program is the pruned network: same test accuracy as reported
     _, _, _, _ = load_run(run)
     program = torch.export.load(os.path.join(run, report["files"]["program"])).module()
