@@ -43,6 +43,8 @@ import warnings
 
 import torch
 
+from ._upstream import compile_recompile_limit
+
 __all__ = [
     "MAX_SIGNATURES",
     "CompiledKernel",
@@ -115,7 +117,7 @@ class CompiledKernel:
     def __call__(self, *args):
         if not _ENABLED or self.failed:
             return None
-        if torch._C._get_tracing_state() is not None:
+        if torch.jit.is_tracing():
             return None
         key = _signature(args)
         new = key not in self._signatures
@@ -130,7 +132,7 @@ class CompiledKernel:
             # internals (e.g. reading the .grad of non-leaf tensors), which an "error"
             # filter would turn into a failure; its recompile limit (8 by default) would
             # run the plain expression eagerly past that many signatures.
-            limit = torch._dynamo.config.patch(recompile_limit=MAX_SIGNATURES + 1)
+            limit = compile_recompile_limit(MAX_SIGNATURES + 1)
             with warnings.catch_warnings(), limit:
                 warnings.simplefilter("ignore")
                 out = self._compiled(*args)

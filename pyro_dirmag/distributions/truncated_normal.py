@@ -35,7 +35,7 @@ _FAST_REACH = 5.0
 
 
 def _tracing():
-    return torch._C._get_tracing_state() is not None
+    return torch.jit.is_tracing()
 
 
 def _scalar(t):
