@@ -5,8 +5,10 @@ The direction of unit :math:`j` is :math:`\cos(\epsilon_j) u_j + \sin(\epsilon_j
 with :math:`\phi_j` uniform on the unit sphere of the tangent space at :math:`u_j`
 (docs/MATH.md section 4). Three ways of drawing :math:`\phi` are provided:
 
-* :func:`tangent_uniform`: explicit draws, used for the thesis's "shared" form (one
-  :math:`\Phi` per mini-batch) and for per-example convolution kernels;
+* :func:`~pyro_dirmag.distributions._sphere.tangent_uniform`: explicit draws (the
+  package's one sampler of tangent directions, shared with the sphere laws), used for
+  the thesis's "shared" form (one :math:`\Phi` per mini-batch) and for per-example
+  convolution kernels;
 * :func:`tangent_projection`: the exact law of the scalar :math:`t = \phi_j \cdot x / \|x_\perp\|`
   for a dense layer (docs/MATH.md section 5), so that every example gets its own
   :math:`\phi` at the cost of a few elementwise operations;
@@ -46,6 +48,7 @@ import torch
 
 from .._autograd import first_order_only
 from .._rare import rare_indices
+from ..distributions._sphere import tangent_uniform
 
 # Proposals of the tangent draw get their acceptance test by thinning from this many on,
 # when every proposal's rejection probability is at most _THIN_MAX (else the full test).
@@ -261,22 +264,6 @@ def tangent_term(x, ux, floor):
     """
     perp = (squared_norms(x) - ux.square()).clamp_min(floor).sqrt()
     return perp * tangent_projection(x.shape[-1], ux.shape, dtype=ux.dtype, device=ux.device)
-
-
-def tangent_uniform(u, sample_shape=()):
-    r"""
-    Draws :math:`\phi` uniform on the unit sphere of the tangent space at each row of
-    ``u``: :math:`\phi = z_\perp / \|z_\perp\|`, :math:`z_\perp = z - (z \cdot u) u`,
-    :math:`z \sim \mathcal{N}(0, I)`.
-
-    :param torch.Tensor u: unit vectors of shape ``(..., n)``; no gradient flows to
-        the draw's randomness, but :math:`\phi` depends on ``u`` differentiably.
-    :param torch.Size sample_shape: leading shape of independent draws.
-    :returns: tensor of shape ``sample_shape + u.shape``.
-    """
-    z = torch.randn(torch.Size(sample_shape) + u.shape, dtype=u.dtype, device=u.device)
-    z = z - (z * u).sum(-1, keepdim=True) * u
-    return z * torch.rsqrt((z * z).sum(-1, keepdim=True))
 
 
 class _Normalize(torch.autograd.Function):
