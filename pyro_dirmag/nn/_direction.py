@@ -27,8 +27,8 @@ unit vector :math:`x_\perp / \|x_\perp\|` is
 
 equivalently :math:`t = 2B - 1` with :math:`B \sim \mathrm{Beta}((n-2)/2, (n-2)/2)`, i.e.
 the density :math:`\propto (1 - t^2)^k` on :math:`[-1, 1]` with :math:`k = (n - 4)/2`.
-Every random variate costs 5-7 ns on this CPU, as much as ten elementwise passes, so
-for :math:`k \ge 1` (:math:`n \ge 6`) :math:`t` is drawn by rejection from
+A random variate costs as much as several elementwise passes, so for :math:`k \ge 1`
+(:math:`n \ge 6`) :math:`t` is drawn by rejection from
 :math:`\mathcal{N}(0, 1/(2k))`: :math:`(1-t^2)^k \le e^{-k t^2}` makes the proposal an
 envelope with ratio :math:`\exp(k(\log(1 - t^2) + t^2)) \le 1`, accepted with
 probability :math:`\mathrm{B}(1/2, k + 1)\sqrt{k/\pi} \approx 1 - 3/(8k)` (99.9% for
@@ -39,7 +39,8 @@ probability of all but the farthest proposals, which are tested one by one
 (:func:`_thinned_rejections`): at ``n = 784``, about 1.1 variates and three passes a
 draw instead of two variates and ten passes, with the same law.
 Smaller :math:`n` use :math:`C = 2\,\Gamma((n-2)/2)` drawn with
-the Marsaglia-Tsang method (``torch._standard_gamma`` costs about 60 ns a draw).
+the Marsaglia-Tsang method (cheaper than ``torch._standard_gamma`` per draw; timings in
+``benchmarks/bench_noise_kernels.py``).
 """
 
 import math
@@ -239,7 +240,7 @@ def bernoulli_positions(n, rate, device=None):
 
 def squared_norms(x):
     """``|x|^2`` over the last dimension, kept: one pass over ``x`` without a squared copy
-    of it (3x faster than ``x.square().sum(-1)`` at (1000, 784)); no gradient at 0 rows."""
+    of it (``x.square().sum(-1)`` makes one); no gradient at 0 rows."""
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
 
 
