@@ -75,13 +75,13 @@ def _dot(x, y):
 
 
 def _tangent_gaussian(loc, shape):
-    r"""``z ~ N(0, I)`` of ``shape``, ``z . v`` and ``r = |z - (z . v) v|``, ``v = loc``
-    broadcast to ``shape`` (for ``n >= _FUSED_MIN_DIM``): :math:`\phi = (z - (z\cdot v) v)/r`."""
+    r"""``z ~ N(0, I)`` of ``shape``, ``v = loc`` broadcast to it, ``z . v`` and
+    ``1 / r`` with ``r^2 = |z|^2 - (z . v)^2`` (for ``n >= _FUSED_MIN_DIM``), so that
+    :math:`\phi = (z - (z\cdot v) v)/r`."""
     z = torch.randn(shape, dtype=loc.dtype, device=loc.device)
-    loc = loc.expand(shape)
-    zv = _dot(z, loc)
-    r = (torch.linalg.vector_norm(z, dim=-1).square() - zv.square()).clamp(min=1e-30).sqrt()
-    return z, loc, zv, r
+    zv = (z * loc).sum(-1)  # (elementwise: faster than a batched matmul on CPU)
+    r2 = torch.linalg.vector_norm(z, dim=-1).square() - zv.square()
+    return z, loc.expand(shape), zv, r2.clamp(min=1e-30).rsqrt()
 
 
 def tangent_uniform(loc, sample_shape=()):
@@ -105,8 +105,8 @@ def tangent_uniform(loc, sample_shape=()):
     """
     shape = torch.Size(sample_shape) + loc.shape
     if shape[-1] >= _FUSED_MIN_DIM:
-        z, loc, zv, r = _tangent_gaussian(loc, shape)
-        return (z - zv.unsqueeze(-1) * loc) / r.unsqueeze(-1)
+        z, loc, zv, inv_r = _tangent_gaussian(loc, shape)
+        return (z - zv.unsqueeze(-1) * loc) * inv_r.unsqueeze(-1)
     z = torch.randn(shape, dtype=loc.dtype, device=loc.device)
     # One projection leaves an O(eps / |z_t|) component along loc when z is nearly
     # parallel to it (common for n = 2); a second pass makes it negligible.
@@ -128,8 +128,8 @@ def rotate_to_random_tangent(loc, cos_eps, sin_eps, shape):
     if shape[-1] < _FUSED_MIN_DIM:
         phi = tangent_uniform(loc.expand(shape))
         return cos_eps.unsqueeze(-1) * loc + sin_eps.unsqueeze(-1) * phi
-    z, loc, zv, r = _tangent_gaussian(loc, shape)
-    b = sin_eps / r
+    z, loc, zv, inv_r = _tangent_gaussian(loc, shape)
+    b = sin_eps * inv_r
     a = cos_eps - b * zv
     return torch.addcmul(a.unsqueeze(-1) * loc, b.unsqueeze(-1), z)
 
