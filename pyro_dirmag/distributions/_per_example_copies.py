@@ -28,3 +28,16 @@ class PerExampleCopies(ExpandedDistribution):
     :param torch.Size batch_shape: the batch shape of the copies (``base_dist``'s batch
         shape broadcast to it).
     """
+
+    def hold_kl(self, other, kl):
+        """Keeps ``kl``, the KL of this law from ``other``, for the next
+        ``kl_divergence(self, other)``, which returns it once: an ELBO that evaluates
+        the KL to decide how to score a site hands it on to its loss."""
+        self._held_kl = (other, kl)
+
+    def take_held_kl(self, other):
+        """The KL held for ``other`` by :meth:`hold_kl` (then forgotten), or ``None``."""
+        held = self.__dict__.pop("_held_kl", None)
+        if held is None or held[0] is not other:
+            return None
+        return held[1]

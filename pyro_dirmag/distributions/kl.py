@@ -209,6 +209,9 @@ def _kl_planerotation_planerotation(p, q):
 @register_kl(PerExampleCopies, PerExampleCopies)
 def _kl_perexamplecopies_perexamplecopies(p, q):
     """KL of the base laws, broadcast to the expanded batch shape."""
+    held = p.take_held_kl(q)
+    if held is not None:
+        return held
     if p.event_shape != q.event_shape:
         raise ValueError(
             f"KL between distributions of event shapes {tuple(p.event_shape)} and "

@@ -30,16 +30,18 @@ def _has_kl(q, p):
     Whether ``TraceMeanField_ELBO`` uses the analytic ``kl_divergence(q, p)`` at a site:
     a KL is registered for the pair and does not raise ``NotImplementedError`` (as
     torch's KL of two different exponential families does, or a KL of this package for
-    parameters it does not cover). Registered pairs are evaluated once, without a graph,
-    to tell; per-example copies are evaluated on their bases.
+    parameters it does not cover). Registered pairs are evaluated to tell: per-example
+    copies (every DirMag site) hold the KL for the loss, which then takes it instead of
+    computing it again; other pairs are evaluated once more, without a graph.
     """
-    while isinstance(q, PerExampleCopies) and isinstance(p, PerExampleCopies):
-        q, p = q.base_dist, p.base_dist
     if not kl_is_registered(type(q), type(p)):
         return False
     try:
-        with torch.no_grad():
-            kl_divergence(q, p)
+        if isinstance(q, PerExampleCopies) and isinstance(p, PerExampleCopies):
+            q.hold_kl(p, kl_divergence(q, p))
+        else:
+            with torch.no_grad():
+                kl_divergence(q, p)
     except NotImplementedError:
         return False
     return True

@@ -330,3 +330,19 @@ def test_plain_expanded_kl_is_pyros_with_or_without_the_package():
     assert "Normal-StudentT base pair unregistered" in without
     assert with_package == without
     assert "Normal-StudentT NotImplementedError" in with_package
+
+
+def test_per_example_copies_held_kl_is_returned_once_and_for_its_pair_only():
+    # DirMagELBO evaluates the KL of per-example copies to decide how to score a site and
+    # hands it on to the loss: kl_divergence returns it once, for the same pair only.
+    p = PerExampleCopies(Normal(torch.tensor([0.3, -1.0]), 0.5), (4, 2))
+    q = PerExampleCopies(Normal(torch.tensor([0.0, 0.5]), 1.5), (4, 2))
+    other = PerExampleCopies(Normal(torch.tensor([0.0, 0.5]), 1.5), (4, 2))
+    held = kl_divergence(p, q)
+    p.hold_kl(q, held)
+    assert kl_divergence(p, q) is held
+    fresh = kl_divergence(p, q)
+    assert fresh is not held and torch.equal(fresh, held)
+    p.hold_kl(q, held)
+    assert kl_divergence(p, other) is not held  # another law: computed, and the hold dropped
+    assert kl_divergence(p, q) is not held
