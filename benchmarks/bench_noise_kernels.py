@@ -117,11 +117,8 @@ def _angle_pair():
         (d.rsample() * w).sum().backward()
 
     def plain():
-        saved, tn_module._FAST_REACH = tn_module._FAST_REACH, -1.0  # every law general
-        try:
+        with tn_module.fast_paths(False):  # the reference paths only
             draw()
-        finally:
-            tn_module._FAST_REACH = saved
 
     return draw, plain
 

@@ -2,9 +2,9 @@
 Locating the rare entries of a large tensor that a sampler must redo.
 
 Rejection samplers and guarded solvers flag a few entries in 10^3 to 10^5 for a second
-pass. On CPU a boolean mask over the whole tensor, its count and ``nonzero`` cost about
-3 ns a value, as much as drawing the values; a float reduction per row costs a tenth of
-that, so the rows are screened first and the mask is built on the rows with a hit only.
+pass. On CPU a boolean mask over the whole tensor, its count and ``nonzero`` cost as
+much as drawing the values; a float reduction per row costs far less, so the rows are
+screened first and the mask is built on the rows with a hit only.
 """
 
 import torch

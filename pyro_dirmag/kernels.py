@@ -6,12 +6,9 @@ elementwise operations over ``(batch, units)`` values, each a pass over memory t
 allocates its result. With compiled kernels on, the largest chain, the output of a
 dense layer with its derivatives
 (:func:`~pyro_dirmag.nn._rotated_output.rotated_output`), is compiled by
-:func:`torch.compile` (TorchInductor) into a fused forward and backward. At
-``(1000, 300)`` it runs 1.8-2.0 times faster than the hand-written eager node
-(``python benchmarks/bench_noise_kernels.py --compiled``), and a LeNet-300-100 step at
-batch 1000 takes about 10 % less time (3.9-4.1 against 4.3-4.6 plain steps, ``python
-benchmarks/bench_svi_step.py --compiled``; nothing changes at batch 100). Values equal the
-eager ones up to rounding.
+:func:`torch.compile` (TorchInductor) into a fused forward and backward (timings in the
+README, from ``python benchmarks/bench_noise_kernels.py --compiled`` and ``python
+benchmarks/bench_svi_step.py --compiled``). Values equal the eager ones up to rounding.
 
 They are off by default, because compiling needs a C++ compiler (on GPUs, Triton: that
 path is neither tested nor measured here, this project's machines have no GPU), and
@@ -42,6 +39,8 @@ import contextlib
 import warnings
 
 import torch
+
+from ._upstream import compile_recompile_limit
 
 __all__ = [
     "MAX_SIGNATURES",
@@ -115,7 +114,7 @@ class CompiledKernel:
     def __call__(self, *args):
         if not _ENABLED or self.failed:
             return None
-        if torch._C._get_tracing_state() is not None:
+        if torch.jit.is_tracing():
             return None
         key = _signature(args)
         new = key not in self._signatures
@@ -130,7 +129,7 @@ class CompiledKernel:
             # internals (e.g. reading the .grad of non-leaf tensors), which an "error"
             # filter would turn into a failure; its recompile limit (8 by default) would
             # run the plain expression eagerly past that many signatures.
-            limit = torch._dynamo.config.patch(recompile_limit=MAX_SIGNATURES + 1)
+            limit = compile_recompile_limit(MAX_SIGNATURES + 1)
             with warnings.catch_warnings(), limit:
                 warnings.simplefilter("ignore")
                 out = self._compiled(*args)

@@ -16,13 +16,6 @@ gof.chi2sf = lambda x, df: float(scipy.stats.chi2.sf(float(x), int(df)))  # noqa
 
 torch.set_num_threads(int(os.environ.get("PYRO_DIRMAG_TEST_THREADS", "2")))
 
-MNIST_ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-
-
-def mnist_available():
-    raw = os.path.join(MNIST_ROOT, "MNIST", "raw")
-    return os.path.exists(os.path.join(raw, "train-images-idx3-ubyte"))
-
 
 @pytest.fixture(autouse=True)
 def _seed_everything():

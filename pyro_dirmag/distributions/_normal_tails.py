@@ -83,7 +83,7 @@ def log_ndtr_diff(x, y, width):
     yl = torch.where(right, -x, y)
     left = yl <= 0
     c = torch.where(right, x, torch.where(left, y, 0.0))
-    if torch._C._get_tracing_state() is None and not left.any():
+    if not torch.jit.is_tracing() and not left.any():
         # Every interval straddles 0 (a common case, e.g. angle posteriors near their
         # mode): skip the one-sided branches; d is unused there (-inf as below).
         s = torch.log(0.5 * (torch.erf(_SQRT1_2 * y) + torch.erf(-_SQRT1_2 * x))) + _LOG_SQRT_2PI
@@ -144,7 +144,7 @@ def tail_offset(k, e, iterations, terms=8):
     log_sk, dk = _log_s(uk, terms)
     kappa = k + (1 + 2 * dk) / k
     inv_k = k.reciprocal()
-    if k.numel() == 1 and torch._C._get_tracing_state() is None:  # Python scalars: faster
+    if k.numel() == 1 and not torch.jit.is_tracing():  # Python scalars: faster
         k, log_sk, kappa, inv_k = k.item(), log_sk.item(), kappa.item(), inv_k.item()
     # delta = 2 e / (kappa + sqrt(kappa^2 + 2 e)), the stable root of the quadratic.
     delta = torch.mul(e, 2).add_(kappa**2).sqrt_().add_(kappa)
@@ -185,7 +185,7 @@ def ndtri_pair(p, q, small, rmin=None, overwrite=False):
     ``torch.special.ndtri`` gives the same values 5x slower on CPU.
     """
     double = p.dtype == torch.float64
-    tracing = torch._C._get_tracing_state() is not None
+    tracing = torch.jit.is_tracing()
     t = torch.sub(p, q)
     r = torch.minimum(p, q, out=p) if overwrite else torch.minimum(p, q)
     if rmin is None:
@@ -239,7 +239,7 @@ def ndtri_exp(y):
     finfo = torch.finfo(y.dtype)
     low = y < math.log(finfo.tiny) + 1.0
     z = torch.special.ndtri(torch.exp(torch.where(low, _LOG_HALF, y)))
-    if torch._C._get_tracing_state() is not None or low.any():
+    if torch.jit.is_tracing() or low.any():
         ys = torch.where(low, y, -1e3)
         s = -2 * ys - 2 * _LOG_SQRT_2PI
         zt = -torch.sqrt(s - torch.log(s))

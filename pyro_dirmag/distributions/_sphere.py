@@ -44,27 +44,6 @@ def tangent_project(loc, z):
     return z - (z * loc).sum(-1, keepdim=True) * loc
 
 
-def sample_tangent_uniform(loc, shape):
-    r"""
-    Draw a point uniformly from the unit :math:`(n-2)`-sphere of the tangent
-    space at ``loc`` (for ``n = 2``: one of the two unit tangent vectors with
-    equal odds).
-
-    A standard normal vector projected onto the tangent space is an isotropic
-    normal vector of that :math:`(n-1)`-dimensional space, so its direction is
-    uniform. The map is differentiable in ``loc``; the projection is applied twice
-    (Gram-Schmidt "twice is enough") so that samples lie on the sphere to rounding.
-
-    :param torch.Tensor loc: Unit vectors, shape ``(..., n)``.
-    :param torch.Size shape: Full output shape ``sample_shape + batch_shape + (n,)``.
-    """
-    z = torch.randn(shape, dtype=loc.dtype, device=loc.device)
-    # One projection leaves an O(eps / |z_t|) component along loc when z is nearly
-    # parallel to it (common for n = 2); a second pass makes it negligible.
-    phi = safe_normalize(tangent_project(loc, z))
-    return safe_normalize(tangent_project(loc, phi))
-
-
 @functools.lru_cache(maxsize=16)
 def _leggauss(num_points):
     return np.polynomial.legendre.leggauss(num_points)
@@ -84,8 +63,9 @@ def gauss_legendre(low, high, num_points):
     return low + half * (x + 1), half * w
 
 
-# Below this dimension the fused formulas of rotate_to_random_tangent can lose
-# accuracy (z nearly parallel to loc is not rare); above it they are exact to rounding.
+# From this dimension on, a standard normal z is nearly parallel to a unit vector v with
+# negligible probability, and one projection r^2 = |z|^2 - (z.v)^2 is exact to rounding;
+# below it, the tangent part is projected twice ("twice is enough").
 _FUSED_MIN_DIM = 16
 
 
@@ -94,27 +74,62 @@ def _dot(x, y):
     return (x.unsqueeze(-2) @ y.unsqueeze(-1)).squeeze(-1).squeeze(-1)
 
 
+def _tangent_gaussian(loc, shape):
+    r"""``z ~ N(0, I)`` of ``shape``, ``v = loc`` broadcast to it, ``z . v`` and
+    ``1 / r`` with ``r^2 = |z|^2 - (z . v)^2`` (for ``n >= _FUSED_MIN_DIM``), so that
+    :math:`\phi = (z - (z\cdot v) v)/r`."""
+    z = torch.randn(shape, dtype=loc.dtype, device=loc.device)
+    zv = (z * loc).sum(-1)  # (elementwise: faster than a batched matmul on CPU)
+    r2 = torch.linalg.vector_norm(z, dim=-1).square() - zv.square()
+    return z, loc.expand(shape), zv, r2.clamp(min=1e-30).rsqrt()
+
+
+def tangent_uniform(loc, sample_shape=()):
+    r"""
+    Draws :math:`\phi` uniform on the unit :math:`(n-2)`-sphere of the tangent space at
+    each unit vector ``loc`` (for :math:`n = 2`: one of the two unit tangents, with equal
+    odds). The one sampler of uniform tangent directions in the package.
+
+    A standard normal :math:`z` projected onto the tangent space, :math:`z - (z \cdot v) v`,
+    is an isotropic normal vector of that :math:`(n-1)`-dimensional space, so its direction
+    is uniform. For :math:`n \ge 16` it is normalized by
+    :math:`r^2 = \|z\|^2 - (z \cdot v)^2`, the form
+    :func:`rotate_to_random_tangent` fuses; for smaller :math:`n`, where :math:`z` nearly
+    parallel to :math:`v` is not rare, the projection is applied twice and then
+    normalized, so that draws lie on the tangent sphere to rounding. The map is
+    differentiable in ``loc``.
+
+    :param torch.Tensor loc: unit vectors, shape ``(..., n)``.
+    :param torch.Size sample_shape: leading shape of independent draws.
+    :returns: tensor of shape ``sample_shape + loc.shape``.
+    """
+    shape = torch.Size(sample_shape) + loc.shape
+    if shape[-1] >= _FUSED_MIN_DIM:
+        z, loc, zv, inv_r = _tangent_gaussian(loc, shape)
+        return (z - zv.unsqueeze(-1) * loc) * inv_r.unsqueeze(-1)
+    z = torch.randn(shape, dtype=loc.dtype, device=loc.device)
+    # One projection leaves an O(eps / |z_t|) component along loc when z is nearly
+    # parallel to it (common for n = 2); a second pass makes it negligible.
+    phi = safe_normalize(tangent_project(loc, z))
+    return safe_normalize(tangent_project(loc, phi))
+
+
 def rotate_to_random_tangent(loc, cos_eps, sin_eps, shape):
     r"""
     :math:`x = \cos(\epsilon)\, v + \sin(\epsilon)\, \phi`, :math:`\phi` uniform on
-    the unit tangent sphere at :math:`v` = ``loc``, for ``cos_eps``/``sin_eps`` of shape
-    ``shape[:-1]``.
+    the unit tangent sphere at :math:`v` = ``loc`` (:func:`tangent_uniform`), for
+    ``cos_eps``/``sin_eps`` of shape ``shape[:-1]``.
 
-    With :math:`z \sim \mathcal{N}(0, I_n)`, :math:`\phi = (z - (z \cdot v) v) / r`,
-    :math:`r^2 = \|z\|^2 - (z \cdot v)^2`, so
+    For :math:`n \ge 16`, with :func:`tangent_uniform`'s
+    :math:`\phi = (z - (z \cdot v) v) / r`,
     :math:`x = (\cos\epsilon - \sin\epsilon\, (z \cdot v)/r)\, v + (\sin\epsilon / r)\, z`:
-    two reductions and one fused pass instead of materializing :math:`\phi` (for large
-    ``n``; small ``n`` takes the exact two-pass projection).
+    two reductions and one fused pass instead of materializing :math:`\phi`.
     """
-    n = shape[-1]
-    if n < _FUSED_MIN_DIM:
-        phi = sample_tangent_uniform(loc, shape)
+    if shape[-1] < _FUSED_MIN_DIM:
+        phi = tangent_uniform(loc.expand(shape))
         return cos_eps.unsqueeze(-1) * loc + sin_eps.unsqueeze(-1) * phi
-    z = torch.randn(shape, dtype=loc.dtype, device=loc.device)
-    loc = loc.expand(shape)
-    zv = _dot(z, loc)
-    r = (torch.linalg.vector_norm(z, dim=-1).square() - zv.square()).clamp(min=1e-30).sqrt()
-    b = sin_eps / r
+    z, loc, zv, inv_r = _tangent_gaussian(loc, shape)
+    b = sin_eps * inv_r
     a = cos_eps - b * zv
     return torch.addcmul(a.unsqueeze(-1) * loc, b.unsqueeze(-1), z)
 

@@ -15,7 +15,7 @@ __all__ = ["all_within", "common_value"]
 def common_value(t):
     """The value shared by every element of ``t`` (detached) if it is a one-element tensor
     or a broadcast (all strides 0) view of one, else ``None``."""
-    if torch._C._get_tracing_state() is not None or t.numel() == 0:
+    if torch.jit.is_tracing() or t.numel() == 0:
         return None
     if t.numel() == 1 or all(stride == 0 for stride in t.stride()):
         return t.reshape(-1)[0].detach()
@@ -37,7 +37,7 @@ def all_within(value, low, high, high_open=False):
     that are not one shared value (see :func:`common_value`), tracing, no values, or a
     NaN among them.
     """
-    if torch._C._get_tracing_state() is not None or value.numel() == 0:
+    if torch.jit.is_tracing() or value.numel() == 0:
         return False
     low, high = _common_float(low), _common_float(high)
     if low is None or high is None:

@@ -24,15 +24,13 @@ the same ``loc`` are images of their angles under the same map, so their KL is t
 KL of the laws of :math:`|\epsilon|`, which equals the KL of the angle laws when both
 live on :math:`[0, \pi]` or both are symmetric about 0.
 
-**Expanded copies.** Pyro registers no KL for two
-:class:`~pyro.distributions.torch_distribution.ExpandedDistribution`. Every expanded
-copy of a law has the KL of the base laws, so it is computed once on the bases and
-broadcast: the DirMag layers declare one copy of each latent per example of the data
-plate, and this keeps the KL's cost independent of the batch size. The registration
-holds for every Pyro user's expanded laws: for those of torch and Pyro it returns the
-KL Pyro gives the base laws, broadcast (or raises as Pyro does where it has none;
-tested), where without it ``TraceMeanField_ELBO`` would fall back to a Monte Carlo
-estimate of the same expectation.
+**Per-example copies.** A DirMag layer declares one copy of each latent per example
+of the data plate (:class:`~pyro_dirmag.distributions._per_example_copies.PerExampleCopies`).
+Every copy has the law of the base, so the KL of two such expansions is computed once
+on the bases and broadcast, which keeps the KL's cost independent of the batch size.
+It is registered for this package's class only: Pyro's own ``ExpandedDistribution``
+keeps Pyro's behaviour (tested), where ``TraceMeanField_ELBO`` falls back to a Monte
+Carlo estimate of the same expectation.
 
 **References:**
 
@@ -46,12 +44,12 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pyro.distributions.torch_distribution import ExpandedDistribution
 from torch.distributions import Beta, Normal, Uniform, kl_divergence
 from torch.distributions.kl import register_kl
 
 from .._autograd import first_order_only
 from .._shapes import broadcast_size
+from ._per_example_copies import PerExampleCopies
 from .log_uniform import LogUniform, SymmetricLogUniform
 from .plane_rotation import PlaneRotation, _support_bounds
 from .stretched_symmetric_beta import StretchedSymmetricBeta
@@ -208,9 +206,12 @@ def _kl_planerotation_planerotation(p, q):
     return kl_divergence(p.angle, q.angle)
 
 
-@register_kl(ExpandedDistribution, ExpandedDistribution)
-def _kl_expanded_expanded(p, q):
+@register_kl(PerExampleCopies, PerExampleCopies)
+def _kl_perexamplecopies_perexamplecopies(p, q):
     """KL of the base laws, broadcast to the expanded batch shape."""
+    held = p.take_held_kl(q)
+    if held is not None:
+        return held
     if p.event_shape != q.event_shape:
         raise ValueError(
             f"KL between distributions of event shapes {tuple(p.event_shape)} and "

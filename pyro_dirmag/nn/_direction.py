@@ -5,8 +5,10 @@ The direction of unit :math:`j` is :math:`\cos(\epsilon_j) u_j + \sin(\epsilon_j
 with :math:`\phi_j` uniform on the unit sphere of the tangent space at :math:`u_j`
 (docs/MATH.md section 4). Three ways of drawing :math:`\phi` are provided:
 
-* :func:`tangent_uniform`: explicit draws, used for the thesis's "shared" form (one
-  :math:`\Phi` per mini-batch) and for per-example convolution kernels;
+* :func:`~pyro_dirmag.distributions._sphere.tangent_uniform`: explicit draws (the
+  package's one sampler of tangent directions, shared with the sphere laws), used for
+  the thesis's "shared" form (one :math:`\Phi` per mini-batch) and for per-example
+  convolution kernels;
 * :func:`tangent_projection`: the exact law of the scalar :math:`t = \phi_j \cdot x / \|x_\perp\|`
   for a dense layer (docs/MATH.md section 5), so that every example gets its own
   :math:`\phi` at the cost of a few elementwise operations;
@@ -25,8 +27,8 @@ unit vector :math:`x_\perp / \|x_\perp\|` is
 
 equivalently :math:`t = 2B - 1` with :math:`B \sim \mathrm{Beta}((n-2)/2, (n-2)/2)`, i.e.
 the density :math:`\propto (1 - t^2)^k` on :math:`[-1, 1]` with :math:`k = (n - 4)/2`.
-Every random variate costs 5-7 ns on this CPU, as much as ten elementwise passes, so
-for :math:`k \ge 1` (:math:`n \ge 6`) :math:`t` is drawn by rejection from
+A random variate costs as much as several elementwise passes, so for :math:`k \ge 1`
+(:math:`n \ge 6`) :math:`t` is drawn by rejection from
 :math:`\mathcal{N}(0, 1/(2k))`: :math:`(1-t^2)^k \le e^{-k t^2}` makes the proposal an
 envelope with ratio :math:`\exp(k(\log(1 - t^2) + t^2)) \le 1`, accepted with
 probability :math:`\mathrm{B}(1/2, k + 1)\sqrt{k/\pi} \approx 1 - 3/(8k)` (99.9% for
@@ -37,7 +39,8 @@ probability of all but the farthest proposals, which are tested one by one
 (:func:`_thinned_rejections`): at ``n = 784``, about 1.1 variates and three passes a
 draw instead of two variates and ten passes, with the same law.
 Smaller :math:`n` use :math:`C = 2\,\Gamma((n-2)/2)` drawn with
-the Marsaglia-Tsang method (``torch._standard_gamma`` costs about 60 ns a draw).
+the Marsaglia-Tsang method (cheaper than ``torch._standard_gamma`` per draw; timings in
+``benchmarks/bench_noise_kernels.py``).
 """
 
 import math
@@ -46,6 +49,7 @@ import torch
 
 from .._autograd import first_order_only
 from .._rare import rare_indices
+from ..distributions._sphere import tangent_uniform
 
 # Proposals of the tangent draw get their acceptance test by thinning from this many on,
 # when every proposal's rejection probability is at most _THIN_MAX (else the full test).
@@ -236,7 +240,7 @@ def bernoulli_positions(n, rate, device=None):
 
 def squared_norms(x):
     """``|x|^2`` over the last dimension, kept: one pass over ``x`` without a squared copy
-    of it (3x faster than ``x.square().sum(-1)`` at (1000, 784)); no gradient at 0 rows."""
+    of it (``x.square().sum(-1)`` makes one); no gradient at 0 rows."""
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
 
 
@@ -261,22 +265,6 @@ def tangent_term(x, ux, floor):
     """
     perp = (squared_norms(x) - ux.square()).clamp_min(floor).sqrt()
     return perp * tangent_projection(x.shape[-1], ux.shape, dtype=ux.dtype, device=ux.device)
-
-
-def tangent_uniform(u, sample_shape=()):
-    r"""
-    Draws :math:`\phi` uniform on the unit sphere of the tangent space at each row of
-    ``u``: :math:`\phi = z_\perp / \|z_\perp\|`, :math:`z_\perp = z - (z \cdot u) u`,
-    :math:`z \sim \mathcal{N}(0, I)`.
-
-    :param torch.Tensor u: unit vectors of shape ``(..., n)``; no gradient flows to
-        the draw's randomness, but :math:`\phi` depends on ``u`` differentiably.
-    :param torch.Size sample_shape: leading shape of independent draws.
-    :returns: tensor of shape ``sample_shape + u.shape``.
-    """
-    z = torch.randn(torch.Size(sample_shape) + u.shape, dtype=u.dtype, device=u.device)
-    z = z - (z * u).sum(-1, keepdim=True) * u
-    return z * torch.rsqrt((z * z).sum(-1, keepdim=True))
 
 
 class _Normalize(torch.autograd.Function):

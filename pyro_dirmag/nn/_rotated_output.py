@@ -29,8 +29,8 @@ is active (as ``clamp_min`` would: no gradient flows through a clamped norm). It
 autograd on the plain expression (``tests/nn/test_rotated_output.py``) and timed
 against it by ``benchmarks/bench_noise_kernels.py``. With compiled kernels on
 (:mod:`pyro_dirmag.kernels`), training calls run the plain expression compiled by
-:func:`torch.compile` instead: 1.8-2.0 times faster again at ``(1000, 300)``
-(``python benchmarks/bench_noise_kernels.py --compiled``).
+:func:`torch.compile` instead (timings: ``python benchmarks/bench_noise_kernels.py
+--compiled``).
 """
 
 import torch

@@ -36,7 +36,7 @@ auxiliary noise drawn inside the layer rather than a Pyro site). The direction
   :math:`1/M` and the :math:`M` copies sum to exactly one KL per step, while the
   likelihood keeps its :math:`N/M` weight: the estimator's expectation is the ELBO
   of the global model, for any batch size. The copies share one base distribution
-  through :class:`pyro.distributions.torch_distribution.ExpandedDistribution`,
+  through :class:`~pyro_dirmag.distributions._per_example_copies.PerExampleCopies`,
   whose KL is computed once on the base (see :mod:`pyro_dirmag.distributions.kl`),
   not once per copy. Called outside any plate, a layer draws one value per unit
   for the whole input.
@@ -69,14 +69,16 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.distributions.torch_distribution import ExpandedDistribution
 from pyro.nn import PyroModule
 from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from .._shapes import broadcast_size
+from .._upstream import pyro_fullname
 from ..distributions import SymmetricLogUniform
+from ..distributions._per_example_copies import PerExampleCopies
 from ..distributions._support import all_within
+from ._args import int_pair
 from ._direction import squared_norms, tangent_projection, tangent_uniform, unit_directions
 from ._rotated_output import rotated_output
 
@@ -105,7 +107,7 @@ def sample_per_example(name, fn, infer=None):
         batch_shape = [1] * max(-f.dim for f in frames)
         for f in frames:
             batch_shape[f.dim] = f.size
-        fn = ExpandedDistribution(fn, torch.Size(batch_shape))
+        fn = PerExampleCopies(fn, torch.Size(batch_shape))
     full_size = math.prod((f.full_size or f.size) for f in frames)
     with poutine.scale(scale=1.0 / full_size):
         return pyro.sample(name, fn, infer=infer or {})
@@ -222,7 +224,7 @@ class _DirMagLayer(PyroModule):
         return (-1,) + (1,) * (self._ndim - 1)
 
     def _sample(self, kind, prior):
-        name = self._pyro_get_fullname(kind)
+        name = pyro_fullname(self, kind)
         fn = prior.expand([self.num_units]).to_event(1)
         infer = {"dirmag": kind, "dirmag_init": self._buffers["magnitude_init"]}
         return sample_per_example(name, fn, infer=infer)
@@ -508,10 +510,10 @@ class DirMagConv2d(_DirMagLayer):
         _check_positive_int(in_channels=in_channels, out_channels=out_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding", allow_zero=True)
-        self.dilation = _pair(dilation, "dilation")
+        self.kernel_size = int_pair(kernel_size, "kernel_size")
+        self.stride = int_pair(stride, "stride")
+        self.padding = int_pair(padding, "padding", allow_zero=True)
+        self.dilation = int_pair(dilation, "dilation")
         if direction_noise and in_channels * self.kernel_size[0] * self.kernel_size[1] < 2:
             raise ValueError("direction noise needs filters of dimension >= 2")
         super().__init__(
@@ -588,11 +590,3 @@ def _check_positive_int(**kwargs):
     for name, value in kwargs.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def _pair(value, name, allow_zero=False):
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    low = 0 if allow_zero else 1
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= low for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of ints >= {low}, got {value!r}")
-    return pair

@@ -61,8 +61,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.utils import _pair
 
+from ._args import int_pair
 from ._direction import tangent_term
 from .noise import (
     DIRECTION_NOISES,
@@ -347,7 +347,7 @@ class NoisyConv2d(NoisyWeightNorm):
     ):
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size)
+        self.kernel_size = int_pair(kernel_size, "kernel_size")
         self.stride = stride
         self.padding = padding
         self.dilation = dilation

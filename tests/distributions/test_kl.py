@@ -7,7 +7,6 @@ import pytest
 import scipy.integrate
 import scipy.stats
 import torch
-from pyro.distributions.torch_distribution import ExpandedDistribution
 from pyro.infer import TraceMeanField_ELBO
 from torch.distributions import Normal, Uniform, kl_divergence
 
@@ -20,6 +19,7 @@ from pyro_dirmag.distributions import (
     TangentProjectedNormal,
     TruncatedNormal,
 )
+from pyro_dirmag.distributions._per_example_copies import PerExampleCopies
 from pyro_dirmag.distributions.kl import _molchanov_kl
 
 DTYPES = [torch.float32, torch.float64]
@@ -244,19 +244,17 @@ def _foreign_laws():
     ]
 
 
-def test_expanded_kl_of_foreign_laws_is_what_pyro_gives_the_bases():
-    # The (ExpandedDistribution, ExpandedDistribution) KL registered here applies to every
-    # Pyro user's laws. For any pair of laws of torch and Pyro, the expanded copies get
-    # exactly Pyro's KL of the unexpanded laws, broadcast (each copy is the base law), and
-    # where Pyro has none, NotImplementedError as without the registration (its error,
-    # where Pyro's raises one).
+def test_per_example_copies_kl_of_foreign_laws_is_what_pyro_gives_the_bases():
+    # For any pair of laws of torch and Pyro, the per-example copies get exactly Pyro's
+    # KL of the unexpanded laws, broadcast (each copy is the base law), and where Pyro
+    # has none, NotImplementedError (its error, where Pyro's raises one).
     laws = _foreign_laws()
     checked = 0
     for (p_name, p), (q_name, q) in [(a, b) for a in laws for b in laws]:
         if p.event_shape != q.event_shape:
             continue
-        ep = ExpandedDistribution(p, (2,) + p.batch_shape)
-        eq = ExpandedDistribution(q, (2,) + q.batch_shape)
+        ep = PerExampleCopies(p, (2,) + p.batch_shape)
+        eq = PerExampleCopies(q, (2,) + q.batch_shape)
         try:
             expected = kl_divergence(p, q)
         except (NotImplementedError, ValueError) as e:  # (ValueError: Delta outside supp q)
@@ -270,12 +268,81 @@ def test_expanded_kl_of_foreign_laws_is_what_pyro_gives_the_bases():
     assert checked >= 20
 
 
-def test_expanded_kl_matches_trace_mean_field_monte_carlo():
+def test_per_example_copies_kl_matches_trace_mean_field_monte_carlo():
     # Pyro without the registration estimates the KL of expanded copies by Monte Carlo
     # (TraceMeanField_ELBO's fallback): same expectation as the analytic value used here.
     p = dist.Normal(torch.tensor([0.3, -1.0]), torch.tensor([0.5, 2.0]))
     q = dist.Normal(torch.tensor([0.0, 0.5]), torch.tensor([1.0, 1.5]))
-    ep, eq = ExpandedDistribution(p, (4, 2)), ExpandedDistribution(q, (4, 2))
+    ep, eq = PerExampleCopies(p, (4, 2)), PerExampleCopies(q, (4, 2))
     x = ep.sample((50000,))
     mc = (ep.log_prob(x) - eq.log_prob(x)).mean(0)
     torch.testing.assert_close(mc, kl_divergence(ep, eq), atol=0.03, rtol=0)
+
+
+_PLAIN_EXPANDED_KL = """
+import sys
+import torch
+import pyro.distributions as dist
+from pyro.distributions.torch_distribution import ExpandedDistribution
+from torch.distributions import kl_divergence
+if sys.argv[1] == "with":
+    import pyro_dirmag.distributions  # noqa: F401
+    import pyro_dirmag.infer  # noqa: F401
+    import pyro_dirmag.nn  # noqa: F401
+pairs = {
+    "Normal-Normal": (dist.Normal(0.3, 0.5), dist.Normal(0.0, 1.0)),
+    "Normal-StudentT": (dist.Normal(0.3, 0.5), dist.StudentT(3.0, 0.0, 1.0)),
+    "Beta-Uniform": (dist.Beta(2.0, 3.0), dist.Uniform(0.0, 1.0)),
+}
+for name, (p, q) in pairs.items():
+    try:
+        kl_divergence(p, q)
+        print(name, "base pair registered")
+    except NotImplementedError:
+        print(name, "base pair unregistered")
+    try:
+        kl = kl_divergence(ExpandedDistribution(p, (3,)), ExpandedDistribution(q, (3,)))
+        print(name, "value", kl.tolist())
+    except Exception as e:
+        print(name, type(e).__name__)
+"""
+
+
+def test_plain_expanded_kl_is_pyros_with_or_without_the_package():
+    # Importing pyro_dirmag must not change kl_divergence of Pyro's own
+    # ExpandedDistribution: the same outcome (value or error) as in a process without it,
+    # for base pairs with a registered KL (Normal-Normal, Beta-Uniform) and without one.
+    import subprocess
+    import sys
+
+    def run(arg):
+        out = subprocess.run(
+            [sys.executable, "-c", _PLAIN_EXPANDED_KL, arg],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.splitlines()
+
+    without, with_package = run("without"), run("with")
+    assert len(without) == 6
+    assert "Normal-Normal base pair registered" in without
+    assert "Normal-StudentT base pair unregistered" in without
+    assert with_package == without
+    assert "Normal-StudentT NotImplementedError" in with_package
+
+
+def test_per_example_copies_held_kl_is_returned_once_and_for_its_pair_only():
+    # DirMagELBO evaluates the KL of per-example copies to decide how to score a site and
+    # hands it on to the loss: kl_divergence returns it once, for the same pair only.
+    p = PerExampleCopies(Normal(torch.tensor([0.3, -1.0]), 0.5), (4, 2))
+    q = PerExampleCopies(Normal(torch.tensor([0.0, 0.5]), 1.5), (4, 2))
+    other = PerExampleCopies(Normal(torch.tensor([0.0, 0.5]), 1.5), (4, 2))
+    held = kl_divergence(p, q)
+    p.hold_kl(q, held)
+    assert kl_divergence(p, q) is held
+    fresh = kl_divergence(p, q)
+    assert fresh is not held and torch.equal(fresh, held)
+    p.hold_kl(q, held)
+    assert kl_divergence(p, other) is not held  # another law: computed, and the hold dropped
+    assert kl_divergence(p, q) is not held

@@ -261,3 +261,27 @@ def test_entropy_and_mean_narrow_truncated_normal(n, bounds):
     assert (d.mean @ d.loc).item() == pytest.approx(
         cos.mean().item(), abs=4 * cos.std().item() / 141
     )
+
+
+@pytest.mark.parametrize("n", [2, 5, 16, 50])
+def test_rotation_and_layers_share_one_tangent_sampler(n):
+    # PlaneRotation's rotation by pi/2, the DirMag layers' explicit draws and
+    # tangent_uniform are the same draw of phi from the same seed (one sampler).
+    from pyro_dirmag.distributions._sphere import rotate_to_random_tangent, tangent_uniform
+    from pyro_dirmag.nn import DirMagLinear
+
+    loc = torch.nn.functional.normalize(torch.randn(3, n, dtype=torch.float64), dim=-1)
+    torch.manual_seed(5)
+    phi = tangent_uniform(loc, (4,))
+    assert phi.shape == (4, 3, n)
+    torch.testing.assert_close((phi * loc).sum(-1), torch.zeros(4, 3, dtype=torch.float64))
+    torch.testing.assert_close(phi.norm(dim=-1), torch.ones(4, 3, dtype=torch.float64))
+    torch.manual_seed(5)
+    ones, zeros = torch.ones(4, 3, dtype=torch.float64), torch.zeros(4, 3, dtype=torch.float64)
+    rotated = rotate_to_random_tangent(loc, zeros, ones, (4, 3, n))
+    torch.testing.assert_close(rotated, phi)
+    layer = DirMagLinear(n, 3).double()
+    torch.manual_seed(6)
+    phi = tangent_uniform(loc)
+    torch.manual_seed(6)
+    torch.testing.assert_close(layer._tangent(loc), phi)

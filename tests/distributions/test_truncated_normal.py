@@ -650,9 +650,10 @@ def test_angle_posterior_entropy_closed_form_and_quadrature(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_near_mode_backward_matches_log_space_path(dtype, monkeypatch):
+def test_near_mode_backward_matches_log_space_path(dtype):
     # Draws from laws reaching within _FAST_REACH of their mode take their gradients from
-    # four batch sums; the same draws through the general log-space Jacobians must agree.
+    # four batch sums; the same draws through the general log-space Jacobians (the
+    # reference path, fast_paths(False)) must agree.
     gen = torch.Generator().manual_seed(3)
     units = 40
     loc = torch.linspace(-0.2, 1.9, units, dtype=dtype)  # straddling, and c up to ~3
@@ -663,17 +664,17 @@ def test_near_mode_backward_matches_log_space_path(dtype, monkeypatch):
     high[5:10] = INF
     weights = torch.randn(500, units, generator=gen, dtype=dtype)
 
-    def grads(reach):
-        monkeypatch.setattr(tn_module, "_FAST_REACH", reach)
+    def grads(fast):
         params = [t.clone().requires_grad_() for t in (loc, scale, low, high)]
         torch.manual_seed(1)
-        x = TruncatedNormal(*params).expand((500, units)).rsample()
-        (x * weights).sum().backward()
+        with tn_module.fast_paths(fast):
+            x = TruncatedNormal(*params).expand((500, units)).rsample()
+            (x * weights).sum().backward()
         # the scale of each sum: sum |weight| times the largest Jacobian (<= 1, or |z|)
         return x, [p.grad for p in params]
 
-    x_fast, g_fast = grads(5.0)
-    x_slow, g_slow = grads(-1.0)  # no law qualifies: the general path
+    x_fast, g_fast = grads(True)
+    x_slow, g_slow = grads(False)
     assert torch.equal(x_fast, x_slow)
     size = weights.abs().sum(0) * 10
     tol = 1e-12 if dtype == torch.float64 else 1e-5
@@ -681,27 +682,31 @@ def test_near_mode_backward_matches_log_space_path(dtype, monkeypatch):
         assert ((fast - slow).abs() / size).max() < tol
 
 
-def test_near_mode_backward_is_taken_only_near_the_mode(monkeypatch):
-    calls = []
-    original = TruncatedNormal._near_mode_backward
-    monkeypatch.setattr(
-        TruncatedNormal,
-        "_near_mode_backward",
-        staticmethod(lambda *a: calls.append(1) or original(*a)),
-    )
-    loc = torch.tensor([0.3, 0.5], requires_grad=True)
-    d = TruncatedNormal(loc, torch.tensor(0.1), torch.tensor(0.0), torch.tensor(HALF_PI))
-    d.expand((10, 2)).rsample().sum().backward()
-    assert calls == [1]
-    far = torch.tensor([0.3, -0.6], requires_grad=True)  # second law: c = 6 > 5
-    d = TruncatedNormal(far, torch.tensor(0.1), torch.tensor(0.0), torch.tensor(HALF_PI))
-    d.expand((10, 2)).rsample().sum().backward()
-    assert calls == [1]
-    assert torch.isfinite(far.grad).all()
+def test_near_mode_backward_is_taken_only_near_the_mode():
+    # A batch with a law beyond _FAST_REACH of its mode (c = 6 > 5) takes the reference
+    # Jacobians with the fast paths on: the gradients are those of fast_paths(False), to
+    # the bit; a batch near the mode agrees with the reference to rounding.
+    def grads(locs, fast):
+        loc = torch.tensor(locs, requires_grad=True)
+        d = TruncatedNormal(loc, torch.tensor(0.1), torch.tensor(0.0), torch.tensor(HALF_PI))
+        torch.manual_seed(0)
+        with tn_module.fast_paths(fast):
+            x = d.expand((10, 2)).rsample()
+            (x * torch.linspace(-1, 1, 20).view(10, 2)).sum().backward()
+        return x, loc.grad
+
+    for locs, exact in (([0.3, 0.5], False), ([0.3, -0.6], True)):
+        (x_fast, g_fast), (x_ref, g_ref) = grads(locs, True), grads(locs, False)
+        assert torch.equal(x_fast, x_ref)
+        assert torch.isfinite(g_fast).all()
+        if exact:
+            assert torch.equal(g_fast, g_ref)
+        else:
+            torch.testing.assert_close(g_fast, g_ref, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_straddling_laws_match_general_path(dtype, monkeypatch):
+def test_straddling_laws_match_general_path(dtype):
     # Finite scalar bounds around every mode take shortcuts in the standardization,
     # the entropy and the near-mode gradients; the general path must agree.
     locs = [0.0, 0.2, 0.7, 1.2, HALF_PI, 0.05]
@@ -717,8 +722,8 @@ def test_straddling_laws_match_general_path(dtype, monkeypatch):
         return out, grads
 
     fast, fast_grads = run()
-    monkeypatch.setattr(tn_module, "_finite_scalars", lambda *a: False)  # the general path
-    slow, slow_grads = run()
+    with tn_module.fast_paths(False):
+        slow, slow_grads = run()
     tol = 1e-12 if dtype == torch.float64 else 2e-5
     assert torch.equal(fast[0], slow[0])
     for a, b in zip(fast[1:] + list(fast_grads), slow[1:] + list(slow_grads), strict=True):
@@ -726,7 +731,7 @@ def test_straddling_laws_match_general_path(dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_one_sided_near_laws_match_general_path(dtype, monkeypatch):
+def test_one_sided_near_laws_match_general_path(dtype):
     # Modes just outside the bounds (c up to 4.5), mixed with straddling laws: the
     # erfc-difference standardization must agree with the general log-space one.
     locs = [-0.1, 1.7, -0.0005, 0.4, 1.8, -0.02]
@@ -742,8 +747,8 @@ def test_one_sided_near_laws_match_general_path(dtype, monkeypatch):
         return out, grads
 
     fast, fast_grads = run()
-    monkeypatch.setattr(TruncatedNormal, "_std_one_sided", staticmethod(lambda *a: None))
-    slow, slow_grads = run()
+    with tn_module.fast_paths(False):
+        slow, slow_grads = run()
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     for a, b in zip(fast + list(fast_grads), slow + list(slow_grads), strict=True):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
@@ -779,19 +784,19 @@ def test_closed_form_entropy_gradcheck():
     assert torch.autograd.gradcheck(tn_module._ClosedFormEntropy.apply, tuple(args))
 
 
-def test_near_mode_backward_keeps_precision_far_from_the_mode(monkeypatch):
+def test_near_mode_backward_keeps_precision_far_from_the_mode():
     # A float32 draw 5.3 sd out (cdf 1 - 3e-8): e = phi(0)/phi(z) ~ 1e6 multiplies the tiny
     # 1 - F, which must come exactly from the draw, not as a difference of sums.
-    def grads(reach):
-        monkeypatch.setattr(tn_module, "_FAST_REACH", reach)
+    def grads(fast):
         params = [torch.tensor(v).requires_grad_() for v in (0.0, 1.0, -1.0, 6.0)]
         w = torch.tensor([3e-8, 0.5, 1e-3])
-        x = tn_module._ImplicitICDF.apply(1 - w, w, True, *params)  # the rsample path
-        x.sum().backward()
+        with tn_module.fast_paths(fast):
+            x = tn_module._ImplicitICDF.apply(1 - w, w, True, *params)  # the rsample path
+            x.sum().backward()
         return x, [p.grad for p in params]
 
-    x_fast, g_fast = grads(5.0)
-    x_slow, g_slow = grads(-1.0)
+    x_fast, g_fast = grads(True)
+    x_slow, g_slow = grads(False)
     assert torch.equal(x_fast, x_slow) and x_fast[0] > 5
     for fast, slow in zip(g_fast, g_slow, strict=True):
         torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
@@ -806,3 +811,20 @@ def test_cdf_gradient_finite_two_ulps_inside_a_narrow_interval():
     x = torch.nextafter(torch.nextafter(d.low, d.high), d.high).detach()
     grads = torch.autograd.grad(d.cdf(x), params)
     assert all(g.isfinite() for g in grads), grads
+
+
+def test_fast_paths_switch_nests_and_restores():
+    # The public switch of the fast paths: off inside the block (nested blocks too),
+    # restored after it, even when the block raises; values agree either way.
+    d = TruncatedNormal(torch.tensor([0.3, 0.5]), 0.1, 0.0, HALF_PI)
+    h_fast = d.entropy()
+    with tn_module.fast_paths(False):
+        with tn_module.fast_paths(True):
+            assert tn_module._fast()
+        assert not tn_module._fast()
+        h_ref = d.entropy()
+    assert tn_module._fast()
+    with pytest.raises(RuntimeError), tn_module.fast_paths(False):
+        raise RuntimeError
+    assert tn_module._fast()
+    torch.testing.assert_close(h_fast, h_ref, rtol=0, atol=1e-5)

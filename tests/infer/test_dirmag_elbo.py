@@ -293,3 +293,44 @@ def test_dirmag_elbo_equals_trace_mean_field():
     (l1, g1), (l2, g2) = results
     assert torch.allclose(l1, l2)
     assert all(torch.allclose(a, b) for a, b in zip(g1, g2, strict=False))
+
+
+def _lognormal_guide_halfnormal_prior(per_example):
+    # torch registers a KL for two TransformedDistributions that raises
+    # NotImplementedError when their transforms differ (LogNormal vs HalfNormal):
+    # TraceMeanField_ELBO then falls back to the densities, which must be there.
+    from pyro_dirmag.nn.dirmag import sample_per_example
+
+    def site(fn):
+        if per_example:
+            return sample_per_example("z", fn.expand([2]).to_event(1))
+        return pyro.sample("z", fn.expand([2]).to_event(1))
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = site(dist.HalfNormal(torch.tensor(1.0, dtype=x.dtype)))
+            pyro.sample("y", dist.Normal((z * x).sum(-1), 1.0), obs=x.sum(-1))
+
+    def guide(x):
+        loc = pyro.param("loc", torch.tensor([0.2, -0.3], dtype=x.dtype))
+        with pyro.plate("data", x.shape[0]):
+            site(dist.LogNormal(loc, torch.tensor(0.5, dtype=x.dtype)))
+
+    return model, guide
+
+
+@pytest.mark.parametrize("per_example", [False, True], ids=["site", "per_example"])
+def test_dirmag_elbo_keeps_densities_where_the_registered_kl_raises(per_example):
+    model, guide = _lognormal_guide_halfnormal_prior(per_example)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    pyro.clear_param_store()
+    guide(x)
+    loc = pyro.param("loc").unconstrained()
+    results = []
+    for elbo in (TraceMeanField_ELBO(), DirMagELBO()):
+        pyro.set_rng_seed(4)
+        loss = elbo.differentiable_loss(model, guide, x)
+        results.append((loss, torch.autograd.grad(loss, loc)[0]))
+    (l1, g1), (l2, g2) = results
+    torch.testing.assert_close(l2, l1)
+    torch.testing.assert_close(g2, g1)
