@@ -21,6 +21,7 @@ def row(run):
     acc = {mode: _pct(test[mode]["accuracy"]) if mode in test else "-" for mode in test}
     best = test.get("ensemble", test["mean"])
     cells = [
+        os.path.basename(os.path.normpath(run)),
         args["model"],
         args["method"],
         str(args["epochs"]),
@@ -42,10 +43,10 @@ def row(run):
 
 def main(runs):
     print(
-        "| net | method | epochs | ensemble | mean | one sample | NLL | ECE | kept | "
+        "| run | net | method | epochs | ensemble | mean | one sample | NLL | ECE | kept | "
         "compression | pruned acc. | train min |"
     )
-    print("|" + "---|" * 12)
+    print("|" + "---|" * 13)
     for run in runs:
         if os.path.exists(os.path.join(run, "result.json")):
             print(row(run))

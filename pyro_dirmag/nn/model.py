@@ -32,7 +32,7 @@ class DirMagModel(PyroModule):
         bnn = to_dirmag(trained_net)
         model = DirMagModel(bnn, lambda logits: dist.Categorical(logits=logits), 60000)
         guide = DirMagGuide(model)
-        svi = SVI(model, guide, ClippedAdam({"lr": 1e-3}), DirMagELBO())
+        svi = SVI(model, guide, pyro.optim.Adam({"lr": 3e-3}), DirMagELBO())
         # for x, y in loader: svi.step(x, y)
 
     ``model(x, y)`` runs the network inside the subsampled data plate ``"data"`` of
