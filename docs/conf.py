@@ -9,6 +9,8 @@ extensions = ["sphinx.ext.autodoc", "sphinx.ext.mathjax", "sphinx.ext.intersphin
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_typehints = "description"
+# Methods that override Lightning's hooks would otherwise show Lightning's docstrings.
+autodoc_inherit_docstrings = False
 # Offline: links to other projects' docs are not resolved (no inventories fetched).
 intersphinx_mapping = {}
 nitpicky = False

@@ -3,16 +3,13 @@ Training methods by name: each builds a Pyro model and its guide for one of the
 networks of :data:`~pyro_dirmag.models.ARCHITECTURES`, so that one ELBO, one optimizer
 and one command line train every row of the thesis's tables 1 and 3.
 
-================== ==================================================================
-method             model and guide
-================== ==================================================================
-``dirmag``         DirMag layers (output-unit groups), :class:`~pyro_dirmag.infer.DirMagGuide`
-``dirmag-reverse`` DirMag with input-feature groups in the dense layers ("FC reverse")
-``gaussian-dropout`` multiplicative :math:`\\mathcal N(1, \\alpha)` noise (non-variational)
-``none``           the plain weight-normalized network
-``projected``, ``tangent``, ``rotation_normal``, ``rotation_beta``
-                   the direction noises of :mod:`pyro_dirmag.nn.noise` (non-variational)
-================== ==================================================================
+* ``dirmag``: DirMag layers (output-unit groups), :class:`~pyro_dirmag.infer.DirMagGuide`;
+* ``dirmag-reverse``: DirMag with input-feature groups in the dense layers ("FC reverse");
+* ``gaussian-dropout``: multiplicative :math:`\\mathcal N(1, \\alpha)` noise
+  (non-variational);
+* ``none``: the plain weight-normalized network;
+* ``projected``, ``tangent``, ``rotation_normal``, ``rotation_beta``: the direction
+  noises of :mod:`pyro_dirmag.nn.noise` (non-variational).
 
 Non-variational methods are a :class:`~pyro_dirmag.models.PlainClassifier` with the
 guide :class:`~pyro_dirmag.models.NoLatents`.

@@ -3,13 +3,13 @@
 Three data sets share torchvision's layout, ``<root>/<folder>/raw/<file>``, with the
 four uncompressed IDX files of :data:`IDX_FILES` (``.gz`` copies are read too):
 
-============== ================ =====================================
-name           folder           pixel mean / std (training images)
-============== ================ =====================================
-``mnist``      ``MNIST``        0.1307 / 0.3081
+================= ================ ====================================
+name              folder           pixel mean / std (training images)
+================= ================ ====================================
+``mnist``         ``MNIST``        0.1307 / 0.3081
 ``fashion-mnist`` ``FashionMNIST`` 0.2860 / 0.3530
-``kmnist``     ``KMNIST``       0.1918 / 0.3483
-============== ================ =====================================
+``kmnist``        ``KMNIST``       0.1918 / 0.3483
+================= ================ ====================================
 
 The root folder is ``root``, else ``$PYRO_DIRMAG_DATA``, else ``../shared/data``
 relative to the current directory or to the repository. :func:`load_dataset`

@@ -92,10 +92,12 @@ class TruncatedNormal(TorchDistribution):
 
     **References:**
 
-    [1] P. Kirichenko (2018) "Bayesian methods for neural network regularization"
-        (bachelor's thesis, HSE): noise on weight direction and magnitude.
-    [2] M. Figurnov, S. Mohamed, A. Mnih (2018) "Implicit Reparameterization Gradients".
-    [3] M. Maechler (2012) "Accurately Computing log(1 - exp(-|a|))".
+    [1] P. Kirichenko (2018) "Investigation of Bayesian Regularization Methods for
+        Neural Networks" (BSc thesis, HSE; in Russian), appendix B
+
+    [2] M. Figurnov, S. Mohamed, A. Mnih (2018) "Implicit Reparameterization Gradients"
+
+    [3] M. Maechler (2012) "Accurately Computing :math:`\log(1 - e^{-|a|})`"
 
     :param torch.Tensor loc: mean of the untruncated normal.
     :param torch.Tensor scale: standard deviation of the untruncated normal (> 0).

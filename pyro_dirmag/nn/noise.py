@@ -32,8 +32,8 @@ grid over ``alpha`` means the same for both.
 
 **References:**
 
-[1] Kirichenko (2018) "Bayesian methods for neural network regularization",
-    HSE bachelor's thesis, sections 3.2-3.3, appendix D.
+[1] P. Kirichenko (2018) "Investigation of Bayesian Regularization Methods for Neural
+    Networks" (BSc thesis, HSE; in Russian), sections 3.2-3.3, appendix D.
 """
 
 import math

@@ -48,8 +48,8 @@ switched on with :func:`~pyro_dirmag.nn.noise_mode` (see
 
 **References:**
 
-[1] Kirichenko (2018) "Bayesian methods for neural network regularization",
-    HSE bachelor's thesis, sections 3.2-3.5, 4.2.
+[1] P. Kirichenko (2018) "Investigation of Bayesian Regularization Methods for Neural
+    Networks" (BSc thesis, HSE; in Russian), sections 3.2-3.5, 4.2.
 [2] Salimans, Kingma (2016) "Weight Normalization: A Simple Reparameterization to
     Accelerate Training of Deep Neural Networks".
 [3] Kingma, Salimans, Welling (2015) "Variational Dropout and the Local
