@@ -47,7 +47,8 @@ from pyro.poutine.messenger import Messenger
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from .infer.elbo import DirMagELBO
-from .infer.recipe import Recipe, kl_weight
+from .infer.kl_weight import kl_weight
+from .infer.recipe import Recipe
 from .infer.training import NonFiniteLossError
 
 __all__ = ["EpochBatches", "PyroLightningModule", "TensorDataModule", "epoch_batches"]

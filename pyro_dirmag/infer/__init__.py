@@ -3,6 +3,7 @@
 from .elbo import DirMagELBO
 from .evaluate import METRICS, classification_metrics, evaluate, predict_modes
 from .guide import LOG_ALPHA_MAX, LOG_ALPHA_MIN, DirMagGuide
+from .kl_weight import KLWeightMessenger, kl_weight
 from .metrics import (
     accuracy,
     brier_score,
@@ -19,7 +20,6 @@ from .recipe import (
     Recipe,
     choose_thresholds,
     fit,
-    kl_weight,
     param_groups,
 )
 from .reparam import PlaneRotationReparam
@@ -33,6 +33,7 @@ __all__ = [
     "DirMagELBO",
     "DirMagGuide",
     "FlatThenLinear",
+    "KLWeightMessenger",
     "LinearWarmup",
     "Recipe",
     "choose_thresholds",

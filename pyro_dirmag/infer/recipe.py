@@ -17,7 +17,7 @@ recipe"):
   weights' rate they hardly move in a run; they get a higher one.
 * **Learning-rate schedule** :class:`FlatThenLinear`: constant, then linear to 0 over
   the last ``1 - flat_fraction`` of the steps.
-* **KL warm-up** :class:`LinearWarmup` with :func:`kl_weight`: the KL terms are
+* **KL warm-up** :class:`LinearWarmup` with :func:`~pyro_dirmag.infer.kl_weight`: the KL terms are
   multiplied by :math:`\beta` rising from 0 to 1 early in the run (the network first
   fits the data with small noise, then the prior prunes), the full ELBO afterwards.
 * **Initial noise** :math:`\log\alpha = -2` (``init_log_alpha``): noise large enough
@@ -45,10 +45,10 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
-from pyro.poutine.messenger import Messenger
 
 from .elbo import DirMagELBO
 from .guide import DirMagGuide
+from .kl_weight import kl_weight
 from .training import NonFiniteLossError, refuse_invalid_values
 
 __all__ = [
@@ -57,53 +57,9 @@ __all__ = [
     "Recipe",
     "choose_thresholds",
     "fit",
-    "kl_weight",
     "noise_parameter_names",
     "param_groups",
 ]
-
-
-class KLWeightMessenger(Messenger):
-    r"""
-    Multiplies the log-densities of every latent (non-observed) sample site by
-    ``weight``, so that the ELBO becomes :math:`E_q[\log p(y \mid z)] -
-    \beta\, \mathrm{KL}(q \| p)`. Applied around the whole loss computation it scales
-    the model's and the guide's latent sites alike (the analytic KL of
-    :class:`~pyro.infer.TraceMeanField_ELBO` takes the guide site's scale); observed
-    sites keep their scale. ``weight = 0`` masks the latent terms instead of scaling
-    them (Pyro scales must be positive, and 0 times an infinite term is NaN).
-    """
-
-    def __init__(self, weight):
-        weight = float(weight)
-        if not weight >= 0 or math.isinf(weight):
-            raise ValueError(f"Expected parameter weight ({weight}) to be finite and >= 0")
-        super().__init__()
-        self.weight = weight
-
-    def _process_message(self, msg):
-        if msg["type"] != "sample" or msg["is_observed"] or self.weight == 1.0:
-            return
-        if self.weight == 0.0:
-            msg["mask"] = False
-        else:
-            msg["scale"] = self.weight * msg["scale"]
-
-
-def kl_weight(fn=None, weight=1.0):
-    r"""
-    Handler that multiplies every KL (latent) term of the ELBO by ``weight``
-    (:class:`KLWeightMessenger`)::
-
-        with kl_weight(weight=0.3):
-            loss = elbo.differentiable_loss(model, guide, x, y)
-
-    :param callable fn: a stochastic function (model or guide), or ``None`` to use the
-        handler as a context manager.
-    :param float weight: :math:`\beta \ge 0`.
-    """
-    msngr = KLWeightMessenger(weight)
-    return msngr(fn) if fn is not None else msngr
 
 
 @dataclass(frozen=True)
