@@ -21,7 +21,7 @@ RUN ?= runs/train-$(shell date +%Y%m%d-%H%M%S)
 train: $(STAMP)
 	$(PY) -m pyro_dirmag train --train-size 10000 --val-size 1000 --epochs 5 --out $(RUN) $(ARGS)
 	$(PY) -m pyro_dirmag evaluate $(RUN)
-	$(PY) -m pyro_dirmag prune $(RUN)
+	$(PY) -m pyro_dirmag prune $(RUN) --criterion agreement --tolerance 0.005
 	$(PY) -m pyro_dirmag plot $(RUN)
 	@echo "outputs of make train: $(RUN)"
 

@@ -116,6 +116,13 @@ def _parser():
     r.add_argument("run")
     r.add_argument("--threshold", type=float, help="one log alpha threshold for every layer")
     r.add_argument("--tolerance", type=float, default=0.001, help="validation accuracy to lose")
+    r.add_argument(
+        "--criterion",
+        choices=("accuracy", "agreement"),
+        default="accuracy",
+        help="what --tolerance bounds: the validation accuracy lost, or the fraction of "
+        "validation predictions that change (steadier on small validation sets)",
+    )
 
     g = sub.add_parser("plot", help="PNG pictures of a run")
     g.add_argument("run")
@@ -510,7 +517,9 @@ def _prune(args):
         xv, yv = data["val"]
         if len(yv) == 0:
             raise CLIError(f"{args.run} has no validation split: pass --threshold")
-        threshold, val = choose_thresholds(model, guide, xv, yv, tolerance=args.tolerance)
+        threshold, val = choose_thresholds(
+            model, guide, xv, yv, tolerance=args.tolerance, criterion=args.criterion
+        )
         result["threshold_source"] = "validation"
         result["validation"] = val
     else:

@@ -326,3 +326,25 @@ def test_grad_clip_switches_to_clipped_adam():
     assert clipped.param_groups[0]["clip_norm"] == 10.0
     with pytest.raises(ValueError, match="grad_clip"):
         Recipe(grad_clip=0.0)
+
+
+def test_agreement_criterion_bounds_the_changed_predictions():
+    model, guide, x, y = _noise_free_classifier()
+    # labels that disagree with the mean network on a quarter of the examples
+    y = y.clone()
+    y[::4] = (y[::4] + 1) % 10
+    chosen, val = choose_thresholds(
+        model, guide, x, y, candidates=(-1.0, 0.0, 3.0), tolerance=0.02, criterion="agreement"
+    )
+    pruned, _ = prune(model, guide, threshold=chosen)
+    reference = predict(model, guide, x, mode="mean").argmax(-1)
+    with torch.no_grad():
+        changed = float((pruned(x).argmax(-1) != reference).float().mean())
+    assert changed == pytest.approx(val["changed"]) and changed <= 0.02
+    # zero tolerance: nothing that changes a prediction is pruned
+    chosen0, val0 = choose_thresholds(
+        model, guide, x, y, candidates=(-1.0, 0.0, 3.0), tolerance=0.0, criterion="agreement"
+    )
+    assert val0["changed"] == 0.0
+    with pytest.raises(ValueError, match="criterion"):
+        choose_thresholds(model, guide, x, y, criterion="loss")
