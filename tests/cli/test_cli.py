@@ -145,6 +145,10 @@ def test_evaluate_prune_plot(reference, capsys):
         == (report["params_kept"])
     )
 
+    assert main(["prune", run, "--criterion", "agreement", "--tolerance", "0"]) == 0
+    report = read_json(os.path.join(run, "prune.json"))
+    assert report["validation"]["changed"] == 0.0
+
     assert main(["prune", run, "--threshold", "100"]) == 0
     report = read_json(os.path.join(run, "prune.json"))
     assert report["threshold_source"] == "--threshold" and report["compression"] == 1.0
