@@ -59,15 +59,23 @@ def expected_calibration_error(
     [1] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger (2017) "On Calibration of Modern
         Neural Networks"
     """
+    count, conf_sum, acc_sum = _confidence_bins(probs, labels, num_bins)
+    return ((acc_sum - conf_sum).abs().sum() / count.sum()).item()
+
+
+def _confidence_bins(probs, labels, num_bins):
+    """Per bin :math:`(b/B, (b+1)/B]` of the top-class confidence: the number of
+    examples, the sum of their confidences and the number classified right."""
     _check(probs, labels)
     if not isinstance(num_bins, int) or num_bins < 1:
         raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
     conf, pred = probs.double().max(-1)
     correct = (pred == labels).double()
     bins = (conf * num_bins).ceil().long().clamp(1, num_bins) - 1
+    count = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, torch.ones_like(conf))
     conf_sum = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, conf)
     acc_sum = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, correct)
-    return ((acc_sum - conf_sum).abs().sum() / conf.numel()).item()
+    return count, conf_sum, acc_sum
 
 
 def brier_score(probs, labels):
@@ -96,15 +104,7 @@ def reliability_bins(probs, labels, num_bins=15):
     :returns: a dict of lists ``count``, ``confidence`` (mean confidence per bin) and
         ``accuracy`` (per bin; ``None`` for empty bins), and ``edges`` (``num_bins + 1``).
     """
-    _check(probs, labels)
-    if not isinstance(num_bins, int) or num_bins < 1:
-        raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
-    conf, pred = probs.double().max(-1)
-    correct = (pred == labels).double()
-    bins = (conf * num_bins).ceil().long().clamp(1, num_bins) - 1
-    count = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, torch.ones_like(conf))
-    conf_sum = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, conf)
-    acc_sum = torch.zeros(num_bins, dtype=torch.float64).index_add_(0, bins, correct)
+    count, conf_sum, acc_sum = _confidence_bins(probs, labels, num_bins)
     nonempty = count > 0
     return {
         "edges": [b / num_bins for b in range(num_bins + 1)],
