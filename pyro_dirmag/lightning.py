@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from .infer.elbo import DirMagELBO
 from .infer.kl_weight import kl_weight
 from .infer.recipe import Recipe
-from .infer.training import NonFiniteLossError
+from .infer.training import NonFiniteLossError, refuse_non_finite_step
 
 __all__ = ["EpochBatches", "PyroLightningModule", "TensorDataModule", "epoch_batches"]
 
@@ -255,14 +255,7 @@ class PyroLightningModule(lightning.LightningModule):
     def on_before_optimizer_step(self, optimizer):
         if not self._checks_finite():
             return
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        bad = [p for p in params if p.grad is not None and not p.grad.isfinite().all()]
-        if bad:
-            optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(
-                f"step {self.global_step + 1}: {len(bad)} parameter(s) with non-finite "
-                "gradients; no parameter was updated"
-            )
+        refuse_non_finite_step(optimizer, self.global_step + 1)
 
     # ----- epoch summaries --------------------------------------------------------
     def on_train_epoch_start(self):

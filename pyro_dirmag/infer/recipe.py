@@ -49,7 +49,7 @@ import torch
 from .elbo import DirMagELBO
 from .guide import DirMagGuide
 from .kl_weight import kl_weight
-from .training import NonFiniteLossError, refuse_invalid_values
+from .training import refuse_invalid_values, refuse_non_finite_step
 
 __all__ = [
     "FlatThenLinear",
@@ -276,7 +276,6 @@ def fit(
     total = epochs * steps_per_epoch
     scheduler = recipe.lr_scheduler(optimizer, total)
     warmup = recipe.kl_schedule()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     history = []
     step = 0
     for epoch in range(epochs):
@@ -291,13 +290,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             value = float(loss.detach())
-            bad = [p for p in params if p.grad is not None and not p.grad.isfinite().all()]
-            if not math.isfinite(value) or bad:
-                optimizer.zero_grad(set_to_none=True)
-                raise NonFiniteLossError(
-                    f"step {step + 1}: loss = {value}, {len(bad)} parameter(s) with non-finite "
-                    "gradients; no parameter was updated"
-                )
+            refuse_non_finite_step(optimizer, step + 1, value)
             optimizer.step()
             scheduler.step()
             loss_sum += value

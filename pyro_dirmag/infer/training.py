@@ -84,6 +84,23 @@ def refuse_invalid_values(step):
         ) from e
 
 
+def refuse_non_finite_step(optimizer, step, loss=None):
+    """
+    Raises :class:`NonFiniteLossError` for step ``step``, after clearing the gradients,
+    when ``loss`` (a float, if given) or a gradient of ``optimizer``'s parameters is not
+    finite: call it between ``backward()`` and ``optimizer.step()``.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    bad = [p for p in params if p.grad is not None and not p.grad.isfinite().all()]
+    if bad or (loss is not None and not math.isfinite(loss)):
+        optimizer.zero_grad(set_to_none=True)
+        shown = "" if loss is None else f"loss = {loss}, "
+        raise NonFiniteLossError(
+            f"step {step}: {shown}{len(bad)} parameter(s) with non-finite gradients; "
+            "no parameter was updated"
+        )
+
+
 @torch.no_grad()
 def _non_finite_sites(model, guide, args, kwargs):
     """Sites whose log-density, KL or value is not finite on a fresh trace."""
