@@ -51,9 +51,7 @@ def plot_curves(records, path):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_posteriors(guide, path):
@@ -78,9 +76,7 @@ def plot_posteriors(guide, path):
             row[2].hist(sigma.numpy(), bins=40, color="C2")
         row[1].set_title(f"{name}: angle posterior mean")
         row[2].set_title(f"{name}: angle posterior scale")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_units_kept(layers, path):
@@ -96,9 +92,7 @@ def plot_units_kept(layers, path):
     ax.set_ylabel("units")
     ax.set_title("units kept per layer")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_reliability(bins_by_mode, path):
@@ -116,6 +110,10 @@ def plot_reliability(bins_by_mode, path):
     ax.set_ylabel("accuracy")
     ax.set_title("reliability (test set)")
     ax.legend(fontsize=8)
+    _save(plt, fig, path)
+
+
+def _save(plt, fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
