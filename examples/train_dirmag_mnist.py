@@ -39,7 +39,7 @@ def main(argv=None):
 
     # input-feature groups ("FC reverse") prune pixels and hidden units of dense nets
     reverse = args.model != "lenet5"
-    model = dirmag_model(args.model, len(x), reverse=reverse, phi="shared" if reverse else None)
+    model = dirmag_model(args.model, len(x), reverse=reverse)  # reverse layers share phi
     recipe = Recipe()
     guide = recipe.guide(model)
     fit(

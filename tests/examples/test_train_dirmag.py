@@ -42,7 +42,7 @@ def test_example_trains_prunes_saves_and_reloads(name, capsys, tmp_path):
     before = predict(model, guide, x_test, mode="mean")
     pyro.clear_param_store()
     reverse = name != "lenet5"
-    fresh = dirmag_model(name, model.num_data, reverse=reverse, phi="shared" if reverse else None)
+    fresh = dirmag_model(name, model.num_data, reverse=reverse)
     fresh_guide = Recipe().guide(fresh)
     pyro_dirmag.load(path, fresh, fresh_guide)
     assert torch.equal(predict(fresh, fresh_guide, x_test, mode="mean"), before)
