@@ -107,6 +107,19 @@ def train_plain(net, x, y, args, log):
     net.eval()
 
 
+def prune_results(model, guide, val, test, tolerance):
+    """Thresholds chosen on ``val``, and the pruned network's report and test metrics at
+    them (``pruned_chosen``) and at log alpha 3 (``pruned_fixed3``)."""
+    thresholds, chosen = choose_thresholds(model, guide, *val, tolerance=tolerance)
+    out = {"validation": chosen}
+    for label, thr in (("chosen", thresholds), ("fixed3", 3.0)):
+        pruned, report = prune(model, guide, threshold=thr)
+        probs = logits_in_chunks(pruned, test[0]).softmax(-1)
+        out[f"pruned_{label}"] = dict(report.as_dict(), test=metrics(probs, test[1]))
+        print(report, f"\n  test accuracy {out[f'pruned_{label}']['test']['accuracy']:.4f}")
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -172,13 +185,7 @@ def main(argv=None):
         )
         result["train_seconds"] = time.perf_counter() - start
         result["test"] = evaluate(model, guide, xt, yt, num_samples=args.num_samples)
-        thresholds, val = choose_thresholds(model, guide, xv, yv, tolerance=args.tolerance)
-        result["validation"] = val
-        for label, thr in (("chosen", thresholds), ("fixed3", 3.0)):
-            pruned, report = prune(model, guide, threshold=thr)
-            probs = logits_in_chunks(pruned, xt).softmax(-1)
-            result[f"pruned_{label}"] = dict(report.as_dict(), test=metrics(probs, yt))
-            print(report, flush=True)
+        result.update(prune_results(model, guide, (xv, yv), (xt, yt), args.tolerance))
         torch.save(
             {
                 "param_store": pyro.get_param_store().get_state(),

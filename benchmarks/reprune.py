@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import mnist_recipe  # noqa: E402
 
-from pyro_dirmag.infer import Recipe, choose_thresholds, prune  # noqa: E402
+from pyro_dirmag.infer import Recipe  # noqa: E402
 from pyro_dirmag.models import dirmag_model  # noqa: E402
 
 
@@ -45,16 +45,12 @@ def main(argv=None):
     state = torch.load(os.path.join(opts.run, "checkpoint.pt"), weights_only=False)
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
-    thresholds, val = choose_thresholds(model, guide, xv, yv, tolerance=args.tolerance)
-    for label, thr in (("chosen", thresholds), ("fixed3", 3.0)):
-        pruned, report = prune(model, guide, threshold=thr)
-        probs = mnist_recipe.logits_in_chunks(pruned, xt).softmax(-1)
-        key = f"pruned_{label}"
-        if key in result:
+    for key, value in mnist_recipe.prune_results(
+        model, guide, (xv, yv), (xt, yt), args.tolerance
+    ).items():
+        if key.startswith("pruned_") and key in result:
             result[f"{key}_before"] = result[key]
-        result[key] = dict(report.as_dict(), test=mnist_recipe.metrics(probs, yt))
-        print(report, f"\n  test accuracy {result[key]['test']['accuracy']:.4f}", flush=True)
-    result["validation"] = val
+        result[key] = value
     result["args"]["tolerance"] = args.tolerance
     with open(os.path.join(opts.run, "result.json"), "w") as f:
         json.dump(result, f, indent=2, default=float)
