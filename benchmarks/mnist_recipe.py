@@ -15,24 +15,22 @@ time for the ablation table (``--clipped-adam``, ``--no-warmup``, ...).
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 
 import pyro
 import torch
-import torch.nn.functional as F
 
 from pyro_dirmag.data import load_dataset, take_subset, validation_split
 from pyro_dirmag.infer import (
-    FlatThenLinear,
     Recipe,
     choose_thresholds,
     classification_metrics,
     evaluate,
     fit,
     prune,
+    train_deterministic,
 )
 from pyro_dirmag.models import ARCHITECTURES, build
 from pyro_dirmag.nn import predict_probs
@@ -85,34 +83,29 @@ def logits_in_chunks(net, x):
 
 
 def train_plain(net, x, y, args, log):
-    """Adam with the recipe's learning-rate schedule, cross-entropy (non-Bayesian rows)."""
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
-    steps = math.ceil(len(x) / args.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, FlatThenLinear(args.epochs * steps, args.flat_fraction)
+    """Cross-entropy with the recipe's Adam and schedule (non-Bayesian rows, pre-training)."""
+    recipe = Recipe(lr=args.lr, flat_fraction=args.flat_fraction)
+    train_deterministic(
+        net,
+        x,
+        y,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        recipe=recipe,
+        callback=lambda epoch, record: log(record),
     )
-    for epoch in range(args.epochs):
-        net.train()
-        start, total = time.perf_counter(), 0.0
-        order = torch.randperm(len(x))
-        for i in range(0, len(x), args.batch_size):
-            idx = order[i : i + args.batch_size]
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss)
-        log({"epoch": epoch + 1, "loss": total / steps, "seconds": time.perf_counter() - start})
-    net.eval()
 
 
-def prune_results(model, guide, val, test, tolerance):
+def prune_results(model, guide, val, test, tolerance, criterion="accuracy", **kwargs):
     """Thresholds chosen on ``val``, and the pruned network's report and test metrics at
-    them (``pruned_chosen``) and at log alpha 3 (``pruned_fixed3``)."""
-    thresholds, chosen = choose_thresholds(model, guide, *val, tolerance=tolerance)
-    out = {"validation": chosen}
-    for label, thr in (("chosen", thresholds), ("fixed3", 3.0)):
+    them (``pruned_chosen``, or ``pruned_agreement`` with ``criterion="agreement"``) and
+    at log alpha 3 (``pruned_fixed3``)."""
+    thresholds, chosen = choose_thresholds(
+        model, guide, *val, tolerance=tolerance, criterion=criterion, **kwargs
+    )
+    chosen_label = "chosen" if criterion == "accuracy" else criterion
+    out = {"validation" if criterion == "accuracy" else f"validation_{criterion}": chosen}
+    for label, thr in ((chosen_label, thresholds), ("fixed3", 3.0)):
         pruned, report = prune(model, guide, threshold=thr)
         probs = logits_in_chunks(pruned, test[0]).softmax(-1)
         out[f"pruned_{label}"] = dict(report.as_dict(), test=metrics(probs, test[1]))

@@ -4,6 +4,8 @@ another tolerance or candidate list) from its checkpoint, without retraining; up
 ``OUT/result.json`` in place (the previous pruning entries are kept under ``*_before``).
 
     python benchmarks/reprune.py runs/lenet300-dirmag-reverse --tolerance 0.001
+    python benchmarks/reprune.py runs/lenet300-dirmag-reverse --criterion agreement \
+        --tolerance 0.002
 """
 
 import argparse
@@ -26,6 +28,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run")
     p.add_argument("--tolerance", type=float, default=None)
+    p.add_argument(
+        "--criterion",
+        choices=("accuracy", "agreement"),
+        default="accuracy",
+        help="agreement: bound the fraction of validation predictions that change; its "
+        "results go to pruned_agreement, next to the accuracy criterion's pruned_chosen",
+    )
+    p.add_argument("--step", type=float, default=1.0, help="spacing of the candidates -4..8")
+    p.add_argument("--label", default=None, help="store under pruned_LABEL instead")
     opts = p.parse_args(argv)
     with open(os.path.join(opts.run, "result.json")) as f:
         result = json.load(f)
@@ -46,12 +57,23 @@ def main(argv=None):
     model.load_state_dict(state["model"])
     guide.load_state_dict(state["guide"])
     for key, value in mnist_recipe.prune_results(
-        model, guide, (xv, yv), (xt, yt), args.tolerance
+        model,
+        guide,
+        (xv, yv),
+        (xt, yt),
+        args.tolerance,
+        opts.criterion,
+        candidates=[float(c) for c in torch.arange(-4.0, 8.0 + 1e-9, opts.step)],
     ).items():
+        if opts.label is not None:
+            key = key.replace("chosen", opts.label).replace("agreement", opts.label)
+            key = key if opts.label in key else f"{key}_{opts.label}"
         if key.startswith("pruned_") and key in result:
             result[f"{key}_before"] = result[key]
         result[key] = value
-    result["args"]["tolerance"] = args.tolerance
+    result["args"]["agreement_tolerance" if opts.criterion == "agreement" else "tolerance"] = (
+        args.tolerance
+    )
     with open(os.path.join(opts.run, "result.json"), "w") as f:
         json.dump(result, f, indent=2, default=float)
 

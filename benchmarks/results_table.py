@@ -3,6 +3,7 @@ Prints the results table (README, "Results on full MNIST") from the ``result.jso
 that ``benchmarks/mnist_recipe.py`` wrote:
 
     python benchmarks/results_table.py runs/lenet300-* runs/lenet500-* runs/lenet5-*
+    python benchmarks/results_table.py --agreement runs/...   # reprune.py --criterion agreement
 """
 
 import json
@@ -14,7 +15,7 @@ def _pct(x):
     return f"{100 * x:.2f}"
 
 
-def row(run):
+def row(run, pruning="chosen"):
     with open(os.path.join(run, "result.json")) as f:
         r = json.load(f)
     args, test = r["args"], r["test"]
@@ -31,7 +32,7 @@ def row(run):
         f"{best['nll']:.4f}",
         f"{best['ece']:.4f}",
     ]
-    pruned = r.get("pruned_chosen")
+    pruned = r.get(f"pruned_{pruning}")
     if pruned:
         kept = "-".join(str(layer["units_kept"]) for layer in pruned["layers"])
         cells += [kept, f"x{pruned['compression']:.2f}", _pct(pruned["test"]["accuracy"])]
@@ -41,15 +42,18 @@ def row(run):
     return "| " + " | ".join(cells) + " |"
 
 
-def main(runs):
+def main(argv):
+    pruning = "chosen"
+    if argv[:1] == ["--agreement"]:  # thresholds of reprune.py --criterion agreement
+        pruning, argv = "agreement", argv[1:]
     print(
         "| run | net | method | epochs | ensemble | mean | one sample | NLL | ECE | kept | "
         "compression | pruned acc. | train min |"
     )
     print("|" + "---|" * 13)
-    for run in runs:
+    for run in argv:
         if os.path.exists(os.path.join(run, "result.json")):
-            print(row(run))
+            print(row(run, pruning))
 
 
 if __name__ == "__main__":

@@ -82,6 +82,12 @@ def _parser():
     t.add_argument("--train-size", type=int, help="training images drawn (default: all)")
     t.add_argument("--val-size", type=int, help="held out of them for validation (5000)")
     t.add_argument("--epochs", type=int, help="epochs of the run (default 50)")
+    t.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        help="of the --epochs, how many first train the deterministic twin (DirMag methods; "
+        "default a tenth of --epochs)",
+    )
     t.add_argument("--batch-size", type=int, help="examples per step and process (100)")
     t.add_argument("--seed", type=int, help="random seed (default 0)")
     t.add_argument("--lr", type=float, help=f"learning rate (Recipe: {Recipe.lr})")
@@ -137,6 +143,7 @@ _TRAIN_DEFAULTS = {
     "train_size": None,
     "val_size": 5000,
     "epochs": 50,
+    "pretrain_epochs": None,  # a tenth of the epochs for DirMag methods, else 0
     "batch_size": 100,
     "seed": 0,
 }
@@ -244,6 +251,16 @@ def _train_config(args, rank):
     extra = sorted(method_given.keys() - allowed)
     if extra:
         raise CLIError(f"{', '.join(map(_flag, extra))} does not apply to --method {method}")
+    pretrain = settings["pretrain_epochs"]
+    if pretrain is None:
+        settings["pretrain_epochs"] = settings["epochs"] // 10 if is_variational(method) else 0
+    elif not is_variational(method):
+        raise CLIError(f"--pretrain-epochs does not apply to --method {method}")
+    elif not 0 <= pretrain < settings["epochs"]:
+        raise CLIError(
+            f"--pretrain-epochs must be in [0, --epochs) to leave a variational epoch, "
+            f"got {pretrain} with --epochs {settings['epochs']}"
+        )
     data_dir = os.path.abspath(args.data_dir) if args.data_dir else None
     return run_config(recipe=recipe, method_options=method_given, data_dir=data_dir, **settings)
 
@@ -268,11 +285,12 @@ def _train(args):
         torch.set_num_threads(args.threads)
     config = _train_config(args, rank)
     data = _load_train_data(config, args.download)
+    pretrain = config.get("pretrain_epochs") or 0
     ckpt_path = None
-    if args.resume:
+    if args.resume and (pretrain == 0 or os.path.exists(os.path.join(args.out, CHECKPOINT))):
         checkpoint = load_checkpoint(args.out)
         check_identity(config, checkpoint, os.path.join(args.out, CHECKPOINT))
-        if checkpoint.get("epoch", -1) + 1 >= config["epochs"]:
+        if pretrain + checkpoint.get("epoch", -1) + 1 >= config["epochs"]:
             raise CLIError(
                 f"{args.out} has finished its {config['epochs']} epochs; nothing to resume"
             )
@@ -290,13 +308,6 @@ def _train(args):
     x, y = data["train"]
     pyro.set_rng_seed(config["seed"])
     model, guide = build_from_config(config, len(y))
-    module = PyroLightningModule(
-        model,
-        guide,
-        recipe=Recipe(**config["recipe"]),
-        example_batch=(x[: config["batch_size"]], y[: config["batch_size"]]),
-        rank_seed=config["seed"],
-    )
     files = RunFiles(args.out, config, args.stop_after)
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     from lightning.pytorch.utilities.warnings import PossibleUserWarning
@@ -308,7 +319,7 @@ def _train(args):
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         trainer = _trainer(
             lightning,
-            max_epochs=config["epochs"],
+            max_epochs=config["epochs"] - pretrain,
             accelerator=args.accelerator,
             devices=devices,
             strategy=args.strategy,
@@ -325,6 +336,23 @@ def _train(args):
         if rank == 0 and not args.resume:  # the run folder, once every setting is accepted
             os.makedirs(args.out, exist_ok=True)
             _write_json(os.path.join(args.out, CONFIG), config)
+        if pretrain and ckpt_path is None:
+            try:
+                _pretrain(model, x, y, config, files, rank)
+            except KeyboardInterrupt:
+                print(
+                    f"interrupted while pre-training; continue with: {PROG} train --out "
+                    f"{args.out} --resume",
+                    file=sys.stderr,
+                )
+                return EXIT_INTERRUPTED
+        module = PyroLightningModule(
+            model,
+            guide,
+            recipe=Recipe(**config["recipe"]),
+            example_batch=(x[: config["batch_size"]], y[: config["batch_size"]]),
+            rank_seed=config["seed"],
+        )
         sigint = signal.getsignal(signal.SIGINT)
         try:
             trainer.fit(
@@ -361,6 +389,54 @@ def _train(args):
     return 0
 
 
+PRETRAINED = "pretrained.pt"
+
+
+def _pretrain(model, x, y, config, files, rank):
+    """
+    The run's first ``pretrain_epochs``: trains the deterministic twin of the model and
+    copies it into the DirMag layers. The twin's weights are saved (atomically) to
+    ``RUN/pretrained.pt`` and its epochs appended to the metrics with
+    ``"phase": "pretrain"``; a resumed run that finds the file loads it instead of
+    training again (the twin is a few plain epochs: an interrupted pre-training restarts).
+    """
+    from .infer.pretrain import pretrain_
+    from .models import deterministic_model
+    from .nn import load_deterministic_
+
+    torch.manual_seed(config["seed"])
+    twin = deterministic_model(config["model"])
+    path = os.path.join(files.out, PRETRAINED)
+    if os.path.exists(path):
+        twin.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        load_deterministic_(model, twin)
+        return
+    files.records = []
+
+    def log(epoch, record):
+        record = dict(record, phase="pretrain")
+        files.records.append(record)
+        if rank == 0:
+            files.write()
+            print(json.dumps(record), flush=True)
+
+    generator = torch.Generator().manual_seed(config["seed"])
+    pretrain_(
+        model,
+        twin,
+        x,
+        y,
+        epochs=config["pretrain_epochs"],
+        batch_size=config["batch_size"],
+        recipe=Recipe(**config["recipe"]),
+        callback=log,
+        generator=generator,
+    )
+    if rank == 0:
+        torch.save(twin.state_dict(), path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+
 def _trainer(lightning, **kwargs):
     """``lightning.Trainer(**kwargs)``; a setting the machine cannot honour (no GPU,
     an unknown strategy) becomes one line."""
@@ -380,6 +456,7 @@ class RunFiles:
         self.out = out
         self.config = config
         self.stop_after = stop_after
+        self.offset = config.get("pretrain_epochs") or 0  # run epochs before Lightning's
         self.records = []
         self.last_epoch = 0
         path = os.path.join(out, "metrics.jsonl")
@@ -395,7 +472,7 @@ class RunFiles:
         class _EpochEnd(Checkpoint):
             # A Checkpoint subclass: Lightning calls it after the module's epoch-end hook.
             def on_train_start(self, trainer, pl_module):
-                done = trainer.current_epoch
+                done = files.offset + trainer.current_epoch
                 files.records = [r for r in files.records if r["epoch"] <= done]
                 files.last_epoch = done
                 self.started = done
@@ -404,7 +481,7 @@ class RunFiles:
                 self.t0 = time.perf_counter()
 
             def on_train_epoch_end(self, trainer, pl_module):
-                epoch = trainer.current_epoch + 1
+                epoch = files.offset + trainer.current_epoch + 1
                 record = {"epoch": epoch, "step": trainer.global_step}
                 record.update(pl_module.epoch_metrics)
                 record["seconds"] = time.perf_counter() - self.t0

@@ -50,6 +50,7 @@ IDENTITY_KEYS = (
     "train_size",
     "val_size",
     "epochs",
+    "pretrain_epochs",
     "batch_size",
     "seed",
     "recipe",
@@ -74,6 +75,7 @@ def run_config(
     recipe,
     method_options,
     data_dir=None,
+    pretrain_epochs=0,
 ):
     """The ``config.json`` dict of a run (``recipe`` a :class:`~pyro_dirmag.infer.Recipe`)."""
     return {
@@ -83,6 +85,7 @@ def run_config(
         "train_size": train_size,
         "val_size": val_size,
         "epochs": epochs,
+        "pretrain_epochs": pretrain_epochs,
         "batch_size": batch_size,
         "seed": seed,
         "recipe": recipe.as_dict(),

@@ -13,6 +13,7 @@ from .metrics import (
     reliability_bins,
 )
 from .predict import PREDICT_MODES, PredictiveMoments, predict
+from .pretrain import pretrain_, train_deterministic
 from .prune import PruneReport, SelectFeatures, mean_weights, prune
 from .recipe import (
     FlatThenLinear,
@@ -56,6 +57,8 @@ __all__ = [
     "predict",
     "predict_modes",
     "predictive_entropy",
+    "pretrain_",
     "prune",
     "reliability_bins",
+    "train_deterministic",
 ]

@@ -22,6 +22,9 @@ recipe"):
   fits the data with small noise, then the prior prunes), the full ELBO afterwards.
 * **Initial noise** :math:`\log\alpha = -2` (``init_log_alpha``): noise large enough
   for its scale to be learned within the run.
+* **Pre-training** (:func:`~pyro_dirmag.infer.pretrain_`): the first epochs of the
+  budget train the deterministic twin, whose weights initialize the DirMag layers
+  (``pyro-dirmag train --pretrain-epochs``, default a tenth of the epochs).
 * **Pruning thresholds per layer**, chosen on held-out data by
   :func:`choose_thresholds`.
 

@@ -275,3 +275,94 @@ def test_python_m_entry_point():
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "pyro-dirmag: error: --epochs must be a positive integer, got 0"
+
+
+# ----- pre-training: the first --pretrain-epochs train the deterministic twin ---------
+@pytest.fixture(scope="module")
+def pretrained_reference(data_root, tmp_path_factory):
+    """An uninterrupted 3-epoch run whose first epoch pre-trains."""
+    out = tmp_path_factory.mktemp("pre") / "run"
+    assert train(data_root, out, "--epochs", "3", "--pretrain-epochs", "1") == 0
+    return str(out)
+
+
+def test_pretraining_is_part_of_the_epoch_budget(pretrained_reference):
+    records = rows(pretrained_reference)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[0]["phase"] == "pretrain" and "kl" not in records[0]
+    assert all("phase" not in r and "kl" in r for r in records[1:])
+    assert read_json(os.path.join(pretrained_reference, "config.json"))["pretrain_epochs"] == 1
+    ckpt = torch.load(os.path.join(pretrained_reference, "last.ckpt"), weights_only=True)
+    assert ckpt["global_step"] == 2 * STEPS_PER_EPOCH  # two variational epochs
+    assert os.path.isfile(os.path.join(pretrained_reference, "pretrained.pt"))
+
+
+def test_pretraining_starts_from_the_twin(data_root, tmp_path):
+    """After pre-training the DirMag layers hold the twin's directions and magnitudes."""
+    from pyro_dirmag.models import deterministic_model
+    from pyro_dirmag.nn.dirmag import dirmag_layers
+
+    out = tmp_path / "run"
+    assert train(data_root, out, "--epochs", "2", "--pretrain-epochs", "1") == 0
+    twin = deterministic_model("lenet300")
+    twin.load_state_dict(torch.load(out / "pretrained.pt", weights_only=True))
+    untrained = deterministic_model("lenet300")
+    _, model, _, _ = load_run(str(out))
+    layers = [m for _, m in dirmag_layers(model)]
+    plain = [m for m in twin if isinstance(m, torch.nn.Linear)]
+    fresh = [m for m in untrained if isinstance(m, torch.nn.Linear)]
+    for layer, p, f in zip(layers, plain, fresh, strict=True):
+        v, w, w0 = layer.v.detach(), p.weight.detach(), f.weight.detach()
+        cos = torch.nn.functional.cosine_similarity(v.flatten(), w.flatten(), dim=0)
+        cos0 = torch.nn.functional.cosine_similarity(v.flatten(), w0.flatten(), dim=0)
+        assert cos > 0.9 > 0.2 > abs(cos0)  # one variational epoch moved it a little
+
+
+@pytest.mark.slow
+def test_resume_after_pretraining_is_bit_exact(data_root, tmp_path, pretrained_reference):
+    out = tmp_path / "run"
+    assert (
+        train(data_root, out, "--epochs", "3", "--pretrain-epochs", "1", "--stop-after", "1") == 0
+    )
+    assert [r["epoch"] for r in rows(out)] == [1, 2]
+    assert main(["train", "--out", str(out), "--resume", "--no-progress-bar"]) == 0
+    assert_same_run(str(out), pretrained_reference)
+    # interrupted after pre-training, before the first variational checkpoint
+    out = tmp_path / "run2"
+    assert (
+        train(data_root, out, "--epochs", "3", "--pretrain-epochs", "1", "--stop-after", "1") == 0
+    )
+    os.remove(out / "last.ckpt")
+    assert main(["train", "--out", str(out), "--resume", "--no-progress-bar"]) == 0
+    assert_same_run(str(out), pretrained_reference)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--epochs", "3", "--pretrain-epochs", "3"], ["--pretrain-epochs", "-1"]],
+)
+def test_bad_pretrain_epochs(args, data_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(data_root, out, *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--pretrain-epochs" in err, err
+    assert not out.exists()
+
+
+def test_pretrain_epochs_needs_a_variational_method(data_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(data_root, out, "--method", "none", "--pretrain-epochs", "1") == 2
+    assert "--pretrain-epochs" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "method, epochs, expected", [("dirmag-reverse", 50, 5), ("dirmag", 9, 0), ("none", 50, 0)]
+)
+def test_default_pretrain_epochs_is_a_tenth_of_the_run(method, epochs, expected, tmp_path):
+    from pyro_dirmag.cli import _parser, _train_config
+
+    args = _parser().parse_args(
+        ["train", "--method", method, "--epochs", str(epochs), "--out", str(tmp_path / "r")]
+    )
+    assert _train_config(args, rank=0)["pretrain_epochs"] == expected
