@@ -214,7 +214,11 @@ def main(argv=None):
         "--epochs", type=int, nargs="+", default=[20, 6], help="epochs per train-set size"
     )
     parser.add_argument(
-        "--hidden", type=int, nargs="+", default=list(ARCHITECTURES["fc1024"]), help="(fc1024)"
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=list(ARCHITECTURES["fc1024"]),
+        help="hidden widths (default: those of fc1024)",
     )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)

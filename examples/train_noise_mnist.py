@@ -112,7 +112,11 @@ def make_parser():
         help="one weight-noise draw per mini-batch (thesis table 2) instead of per example",
     )
     parser.add_argument(
-        "--hidden", type=int, nargs="+", default=list(ARCHITECTURES["fc1024"]), help="(fc1024)"
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=list(ARCHITECTURES["fc1024"]),
+        help="hidden widths (default: those of fc1024)",
     )
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=128)
