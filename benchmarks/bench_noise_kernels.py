@@ -36,8 +36,9 @@ import pyro_dirmag.nn._direction as direction_module
 import pyro_dirmag.nn._rotated_output as rotated_module
 from pyro_dirmag.distributions import TruncatedNormal
 from pyro_dirmag.kernels import compiled_kernels
-from pyro_dirmag.nn._direction import gamma_marsaglia_tsang, tangent_projection, unit_directions
+from pyro_dirmag.nn._direction import gamma_marsaglia_tsang, tangent_projection
 from pyro_dirmag.nn._rotated_output import rotated_output
+from pyro_dirmag.nn.weight_norm import unit_directions
 
 BATCH, UNITS, FAN_IN = 1000, 300, 784
 

@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from train_noise_mnist import evaluate, train  # noqa: E402
 
 from pyro_dirmag.data import load_mnist  # noqa: E402
+from pyro_dirmag.models import ARCHITECTURES  # noqa: E402
 from pyro_dirmag.nn import noisy_mlp  # noqa: E402
 
 THESIS_TABLE1 = {
@@ -128,7 +129,7 @@ def run_table(args):
                     seed=args.seed,
                 )
                 fit_s = time.perf_counter() - start
-                mode = "deterministic" if name == "none" else "ensemble"
+                mode = "mean" if name == "none" else "ensemble"
                 val = evaluate(model, x_val, y_val, num_samples=args.num_samples, modes=(mode,))
                 print(
                     f"  {label:>18} alpha={alpha!s:>5}  train loss {loss:.4f}  "
@@ -139,13 +140,13 @@ def run_table(args):
                     best = (val[mode], alpha, model)
             _, alpha, model = best
             if name == "none":
-                acc = evaluate(model, test_images, test_labels, modes=("deterministic",))
-                acc["sample"] = acc["ensemble"] = acc["deterministic"]
+                acc = evaluate(model, test_images, test_labels, modes=("mean",))
+                acc["sample"] = acc["ensemble"] = acc["mean"]
             else:
                 acc = evaluate(model, test_images, test_labels, num_samples=args.num_samples)
             rows[size][name] = (alpha, acc)
             print(
-                f"  -> {label}: alpha={alpha}  test deterministic {acc['deterministic']:.4f}  "
+                f"  -> {label}: alpha={alpha}  test mean {acc['mean']:.4f}  "
                 f"sample {acc['sample']:.4f}  ensemble {acc['ensemble']:.4f}",
                 flush=True,
             )
@@ -168,8 +169,8 @@ def print_table(rows, args):
             cells.append(f"{acc['ensemble']:.3f} {ref:>7}".rjust(20))
         print(f"{size:>6} " + " ".join(cells))
         print(f"{'alpha':>6} " + " ".join(f"{row[m][0]!s:>20}" for m in METHODS))
-        det = " ".join(f"{row[m][1]['deterministic']:>20.3f}" for m in METHODS)
-        print(f"{'det.':>6} " + det)
+        det = " ".join(f"{row[m][1]['mean']:>20.3f}" for m in METHODS)
+        print(f"{'mean':>6} " + det)
 
 
 def run_step_cost(args, rounds=5, steps=4):
@@ -212,7 +213,13 @@ def main(argv=None):
     parser.add_argument(
         "--epochs", type=int, nargs="+", default=[20, 6], help="epochs per train-set size"
     )
-    parser.add_argument("--hidden", type=int, nargs="+", default=[1024, 1024, 2048])
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=list(ARCHITECTURES["fc1024"]),
+        help="hidden widths (default: those of fc1024)",
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--num-samples", type=int, default=5, help="ensemble size S")

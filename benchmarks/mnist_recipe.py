@@ -140,7 +140,7 @@ def main(argv=None):
             result["test"] = {"mean": metrics(probs, yt)}
         else:
             result["test"] = {
-                "mean": metrics(predict_probs(net, xt, "deterministic"), yt),
+                "mean": metrics(predict_probs(net, xt, "mean"), yt),
                 "sample": metrics(predict_probs(net, xt, "sample"), yt),
                 "ensemble": metrics(
                     predict_probs(net, xt, "ensemble", num_samples=args.num_samples), yt

@@ -2,7 +2,8 @@
 
 The network is weight-normalized (FC 1024-1024-2048 by default) with one noise in
 every layer; after training it reports the thesis's three test accuracies:
-deterministic (noise off), one random sample, and the ensemble of ``S`` samples.
+mean (noise off, the thesis's "deterministic network"), one random sample, and the
+ensemble of ``S`` samples.
 Training follows the thesis: Adam, the learning rate constant for the first half
 of the epochs and then decreased linearly to zero.
 
@@ -23,7 +24,15 @@ import torch
 import torch.nn.functional as F
 
 from pyro_dirmag.data import load_mnist
-from pyro_dirmag.nn import MAGNITUDE_NOISES, NOISE_TARGETS, NOISES, noisy_mlp, predict_probs
+from pyro_dirmag.models import ARCHITECTURES
+from pyro_dirmag.nn import (
+    EVAL_MODES,
+    MAGNITUDE_NOISES,
+    NOISE_TARGETS,
+    NOISES,
+    noisy_mlp,
+    predict_probs,
+)
 
 
 def train(model, images, labels, *, epochs, batch_size=128, lr=1e-3, seed=0, log_every=0):
@@ -65,9 +74,10 @@ def train(model, images, labels, *, epochs, batch_size=128, lr=1e-3, seed=0, log
 def evaluate(model, images, labels, *, num_samples=30, batch_size=2000, modes=None):
     """Accuracy in each of the thesis's evaluation modes.
 
-    :returns: ``{mode: accuracy}`` for ``modes`` (default: deterministic, sample, ensemble).
+    :returns: ``{mode: accuracy}`` for ``modes`` (default: :data:`~pyro_dirmag.nn.EVAL_MODES`,
+        i.e. mean, sample, ensemble).
     """
-    modes = modes or ("deterministic", "sample", "ensemble")
+    modes = modes or EVAL_MODES
     result = {}
     for mode in modes:
         probs = predict_probs(model, images, mode, num_samples, batch_size=batch_size)
@@ -101,7 +111,13 @@ def make_parser():
         action="store_true",
         help="one weight-noise draw per mini-batch (thesis table 2) instead of per example",
     )
-    parser.add_argument("--hidden", type=int, nargs="+", default=[1024, 1024, 2048])
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=list(ARCHITECTURES["fc1024"]),
+        help="hidden widths (default: those of fc1024)",
+    )
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -134,7 +150,7 @@ def main(argv=None):
     acc = evaluate(model, test_images, test_labels, num_samples=args.num_samples)
     print(f"trained {args.epochs} epochs on {args.train_size} images in {elapsed:.1f} s")
     print(
-        f"test accuracy: deterministic {acc['deterministic']:.4f}  "
+        f"test accuracy: mean {acc['mean']:.4f}  "
         f"one sample {acc['sample']:.4f}  ensemble(S={args.num_samples}) {acc['ensemble']:.4f}"
     )
     return acc

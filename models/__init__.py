@@ -8,7 +8,7 @@ Installed as :mod:`pyro_dirmag.models`. The architectures are written once, as
 functions of layer factories (:func:`layers`), so other noise layers can reuse them.
 """
 
-from .architectures import ARCHITECTURES, INPUT_SHAPE, NUM_CLASSES, AsImages, layers
+from .architectures import ARCHITECTURES, INPUT_SHAPE, NUM_CLASSES, AsImages, layers, mlp
 from .classifier import (
     DirMagClassifier,
     NoLatents,
@@ -33,4 +33,5 @@ __all__ = [
     "evaluation_modes",
     "is_variational",
     "layers",
+    "mlp",
 ]

@@ -1,16 +1,19 @@
 """
-Architectures as lists of modules built from layer factories.
+Architectures as lists of modules built from layer factories: the one place where the
+networks of the thesis are declared.
 
 ``layers(name, linear, conv)`` returns the modules of one network in order, calling
 ``linear(in_features, out_features)`` and ``conv(in_channels, out_channels,
 kernel_size)`` for its weight layers, so that one definition serves the DirMag
-model, the deterministic baseline and any other noise layer. Every network accepts
-MNIST images either flat ``(N, 784)`` or as ``(N, 1, 28, 28)``.
+model, the deterministic baseline, the noisy networks (:func:`~pyro_dirmag.models.build`,
+:func:`~pyro_dirmag.nn.noisy_mlp`) and any other noise layer. Every network accepts
+MNIST images either flat ``(N, 784)`` or as ``(N, 1, 28, 28)``; :func:`mlp` is the
+fully connected body alone, for inputs of any size.
 """
 
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "INPUT_SHAPE", "NUM_CLASSES", "AsImages", "layers"]
+__all__ = ["ARCHITECTURES", "INPUT_SHAPE", "NUM_CLASSES", "AsImages", "layers", "mlp"]
 
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
@@ -31,14 +34,30 @@ class AsImages(nn.Module):
         return x.reshape((x.shape[0],) + INPUT_SHAPE)
 
 
+def mlp(sizes, linear):
+    """
+    The modules ``linear -> ReLU -> ... -> linear`` of a fully connected network whose
+    layer widths are ``sizes`` (input, hidden..., output), returning the last layer's
+    output (logits) without an activation.
+
+    :param sizes: at least two positive ints.
+    :param callable linear: ``linear(in_features, out_features) -> nn.Module``.
+    :rtype: list
+    """
+    sizes = tuple(sizes)
+    if len(sizes) < 2 or not all(isinstance(n, int) and n >= 1 for n in sizes):
+        raise ValueError(f"Expected parameter sizes ({sizes}) to be at least two positive ints")
+    mods = []
+    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        if k:
+            mods.append(nn.ReLU())
+        mods.append(linear(n_in, n_out))
+    return mods
+
+
 def _mlp(hidden, linear):
     sizes = (INPUT_SHAPE[0] * INPUT_SHAPE[1] * INPUT_SHAPE[2],) + tuple(hidden) + (NUM_CLASSES,)
-    mods = [nn.Flatten()]
-    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
-        mods.append(linear(n_in, n_out))
-        if k < len(sizes) - 2:
-            mods.append(nn.ReLU())
-    return mods
+    return [nn.Flatten()] + mlp(sizes, linear)
 
 
 def _lenet5(linear, conv):

@@ -18,7 +18,7 @@ guide :class:`~pyro_dirmag.models.NoLatents`.
 from torch import nn
 
 from pyro_dirmag.infer.recipe import Recipe
-from pyro_dirmag.nn import NOISES, NoisyConv2d, NoisyLinear
+from pyro_dirmag.nn import EVAL_MODES, NOISES, NoisyConv2d, NoisyLinear
 
 from .architectures import layers
 from .classifier import NoLatents, PlainClassifier, deterministic_model, dirmag_model
@@ -48,11 +48,11 @@ def is_variational(method):
 
 def evaluation_modes(method):
     """
-    The prediction modes that differ for ``method``: ``("mean", "sample", "ensemble")``,
+    The prediction modes that differ for ``method``: :data:`~pyro_dirmag.nn.EVAL_MODES`,
     or ``("mean",)`` for the noise-free ``"none"``.
     """
     _check_method(method)
-    return ("mean",) if method == "none" else ("mean", "sample", "ensemble")
+    return EVAL_MODES[:1] if method == "none" else EVAL_MODES
 
 
 def build(

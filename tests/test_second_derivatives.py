@@ -11,7 +11,7 @@ import torch
 from torch.distributions import Normal, Uniform, kl_divergence
 
 from pyro_dirmag.distributions import LogUniform, TruncatedNormal
-from pyro_dirmag.nn._direction import unit_directions
+from pyro_dirmag.nn.weight_norm import unit_directions
 
 SECOND = "second derivatives through {} are not supported"
 

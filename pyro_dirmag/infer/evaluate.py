@@ -5,8 +5,8 @@ Evaluation of a trained classifier in several prediction modes, as one metrics d
 ``"sample"`` and ``"ensemble"`` (:mod:`pyro_dirmag.infer.predict`) and the metrics of
 :data:`METRICS`. It serves both DirMag models (with a
 :class:`~pyro_dirmag.infer.DirMagGuide`) and guide-free networks: a model whose guide
-has no ``posterior_mean`` is evaluated through its ``net`` attribute with the noise
-modes of :func:`pyro_dirmag.nn.predict_probs` (``"mean"`` is its ``"deterministic"``).
+has no ``posterior_mean`` is evaluated through its ``net`` attribute with
+:func:`pyro_dirmag.nn.predict_probs`, whose modes have the same names.
 
 Example::
 
@@ -35,8 +35,6 @@ METRICS = {
     "entropy": predictive_entropy,
 }
 
-_PLAIN_MODES = {"mean": "deterministic", "sample": "sample", "ensemble": "ensemble"}
-
 
 def classification_metrics(probs, labels):
     """Every metric of :data:`METRICS` of predicted ``probs`` ``(N, C)`` against ``labels``."""
@@ -62,7 +60,7 @@ def predict_modes(model, guide, x, modes=PREDICT_MODES, num_samples=20, batch_si
             )
         else:
             out[mode] = predict_probs(
-                model.net, x, _PLAIN_MODES[mode], num_samples=num_samples, batch_size=batch_size
+                model.net, x, mode, num_samples=num_samples, batch_size=batch_size
             )
     return out
 

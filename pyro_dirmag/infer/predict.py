@@ -49,11 +49,14 @@ from torch.distributions import Independent
 
 from ..checkpoint import check_params
 from ..nn.dirmag import direction_noise
+from ..nn.evaluation import EVAL_MODES
 from .guide import DirMagGuide
 
 __all__ = ["PREDICT_MODES", "PredictiveMoments", "predict"]
 
-PREDICT_MODES = ("mean", "sample", "ensemble")
+#: The modes of :func:`predict`: the package's one vocabulary,
+#: :data:`pyro_dirmag.nn.EVAL_MODES`.
+PREDICT_MODES = EVAL_MODES
 _PROBABILITIES = (Categorical, OneHotCategorical, Bernoulli)
 
 

@@ -47,7 +47,6 @@ import math
 
 import torch
 
-from .._autograd import first_order_only
 from .._rare import rare_indices
 from ..distributions._sphere import tangent_uniform
 
@@ -58,14 +57,22 @@ _THIN_MAX = 0.3
 # Beyond this many proposal standard deviations the test is made one proposal at a time.
 _TAIL_Z = 3.5
 
+#: Lower bound on :math:`\|x_\perp\|^2` in the per-example direction term of dense layers
+#: (:func:`tangent_term`, :func:`~pyro_dirmag.nn._rotated_output.rotated_output`), both
+#: families. :math:`\|x\|^2 - (u \cdot x)^2` is only known up to rounding (about
+#: ``eps * ||x||^2``) and the square root's gradient :math:`1 / (2 \sqrt{\cdot})` blows up
+#: near 0: below the floor the term is the constant :math:`10^{-6}\, t` with no gradient,
+#: above it the gradient stays below :math:`5 \cdot 10^{5}`.
+PERP_FLOOR = 1e-12
+
 __all__ = [
+    "PERP_FLOOR",
     "bernoulli_positions",
     "gamma_marsaglia_tsang",
     "squared_norms",
     "tangent_projection",
     "tangent_term",
     "tangent_uniform",
-    "unit_directions",
 ]
 
 
@@ -244,7 +251,7 @@ def squared_norms(x):
     return torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
 
 
-def tangent_term(x, ux, floor):
+def tangent_term(x, ux, floor=PERP_FLOOR):
     r"""
     Draws :math:`\phi_{ij} \cdot x_i` for :math:`\phi_{ij}` uniform on the unit sphere of
     the tangent space at :math:`u_j`, independently per example :math:`i` and unit
@@ -258,36 +265,10 @@ def tangent_term(x, ux, floor):
 
     :param torch.Tensor x: inputs, shape ``(..., n)``.
     :param torch.Tensor ux: the projections :math:`u_j \cdot x_i`, shape ``(..., units)``.
-    :param float floor: lower bound on :math:`\|x_\perp\|^2`. It is non-negative only up
-        to rounding, and the square root has no gradient where :math:`x` is parallel to
-        :math:`u_j`; the clamp also stops the gradient there.
+    :param float floor: lower bound on :math:`\|x_\perp\|^2` (default :data:`PERP_FLOOR`).
+        It is non-negative only up to rounding, and the square root has no gradient where
+        :math:`x` is parallel to :math:`u_j`; the clamp also stops the gradient there.
     :returns: shape ``(..., units)``.
     """
     perp = (squared_norms(x) - ux.square()).clamp_min(floor).sqrt()
     return perp * tangent_projection(x.shape[-1], ux.shape, dtype=ux.dtype, device=ux.device)
-
-
-class _Normalize(torch.autograd.Function):
-    r"""``u = v / ||v||`` over ``dims``, with the backward
-    :math:`\bar v = (\bar u - u\, \langle u, \bar u\rangle) / \|v\|`: three passes over
-    the weight where autograd's norm and division take seven."""
-
-    @staticmethod
-    def forward(ctx, v, dims):
-        inv = torch.linalg.vector_norm(v, dim=dims, keepdim=True).reciprocal_()
-        u = v * inv
-        ctx.dims = dims
-        ctx.save_for_backward(u, inv)
-        return u
-
-    @staticmethod
-    @first_order_only
-    def backward(ctx, grad):
-        u, inv = ctx.saved_tensors
-        radial = (grad * u).sum(ctx.dims, keepdim=True)
-        return grad.addcmul(u, radial, value=-1.0).mul_(inv), None
-
-
-def unit_directions(v, dims):
-    """``v / ||v||``, the norm taken over ``dims`` (a tuple), with a short backward."""
-    return _Normalize.apply(v, tuple(dims))

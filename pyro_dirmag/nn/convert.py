@@ -106,7 +106,7 @@ def load_deterministic_(dirmag_module: nn.Module, plain_module: nn.Module) -> nn
         pairs.append((t_name, target, source.weight.detach(), bias))
     for t_name, target, weight, _ in pairs:
         # load_weight_'s own checks, run on every pair before any layer is changed
-        norms = target._norms(weight)
+        norms = target.unit_norms(weight)
         if not weight.isfinite().all():
             raise ValueError(f"plain weight for layer {t_name!r} must be finite")
         if not (norms > 0).all():

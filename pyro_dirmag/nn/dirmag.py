@@ -78,9 +78,9 @@ from .._upstream import pyro_fullname
 from ..distributions import SymmetricLogUniform
 from ..distributions._per_example_copies import PerExampleCopies
 from ..distributions._support import all_within
-from ._args import int_pair
-from ._direction import squared_norms, tangent_projection, tangent_uniform, unit_directions
+from ._direction import PERP_FLOOR, squared_norms, tangent_projection, tangent_uniform
 from ._rotated_output import rotated_output
+from .weight_norm import WeightNormLayer, check_positive_int, int_pair
 
 __all__ = ["PHI_MODES", "DirMagConv2d", "DirMagLinear", "direction_noise"]
 
@@ -88,8 +88,6 @@ PHI_MODES = ("per_example", "shared", "mean")
 MAGNITUDE_PRIOR_LOW = 1e-30
 MAGNITUDE_PRIOR_HIGH = 1e4
 HALF_PI = 0.5 * math.pi
-# floor on ||x_perp||^2 in the per-example direction term of dense layers
-_PERP_FLOOR = 1e-12
 
 
 def sample_per_example(name, fn, infer=None):
@@ -126,8 +124,10 @@ class _AngleUniform(dist.Uniform):
         return super().log_prob(value)
 
 
-class _DirMagLayer(PyroModule):
-    """The maths shared by every DirMag layer; subclasses supply the linear map."""
+class _DirMagLayer(WeightNormLayer, PyroModule):
+    """The maths shared by every DirMag layer; subclasses supply the linear map. The
+    direction ``v``, the bias, their init and the normalization are those of
+    :class:`~pyro_dirmag.nn.weight_norm.WeightNormLayer`."""
 
     def __init__(
         self,
@@ -139,7 +139,6 @@ class _DirMagLayer(PyroModule):
         phi,
         reverse,
     ):
-        super().__init__()
         if phi is None:
             phi = "shared" if reverse else "per_example"
         if phi not in PHI_MODES:
@@ -149,26 +148,14 @@ class _DirMagLayer(PyroModule):
                 "phi='per_example' is not available with reverse=True (it would need one "
                 "(out, in) matrix per example); use phi='shared'"
             )
+        # The weight-norm init of Salimans & Kingma: v as torch's default init, g = ||v||.
+        super().__init__(weight_shape, bias, unit_dim=1 if reverse else 0)
         self.magnitude_noise = bool(magnitude_noise)
         self.direction_noise = bool(direction_noise)
         self.reverse = bool(reverse)
         self.phi = phi
         self._phi_cache = None  # {"phi": tensor} while predictions share one network
-        # Shapes as plain attributes: PyroModule parameter access goes through the Pyro
-        # stack, so forward reads self.v once and everything else from these.
-        self._weight_shape = tuple(weight_shape)
-        self._ndim = len(weight_shape)
-        # The weight-norm init of Salimans & Kingma: v as torch's default init, g = ||v||.
-        weight = torch.empty(weight_shape)
-        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-        self.v = nn.Parameter(weight)
-        fan_in = weight[0].numel()
-        if bias:
-            bound = 1 / math.sqrt(fan_in)
-            self.bias = nn.Parameter(torch.empty(weight_shape[0]).uniform_(-bound, bound))
-        else:
-            self.bias = None
-        self.register_buffer("magnitude_init", self._norms(weight).detach().clone())
+        self.register_buffer("magnitude_init", self.unit_norms(self.v.detach()))
         if not self.magnitude_noise:
             self.magnitude = nn.Parameter(self.magnitude_init.clone())
         if magnitude_prior is None:
@@ -196,32 +183,12 @@ class _DirMagLayer(PyroModule):
         raise NotImplementedError
 
     # ----- shared maths ------------------------------------------------------------
-    @property
-    def num_units(self) -> int:
-        """Number of units carrying a magnitude and an angle."""
-        return self._weight_shape[1] if self.reverse else self._weight_shape[0]
-
-    def _norm_dims(self):
-        return (0,) if self.reverse else tuple(range(1, self._ndim))
-
-    def _norms(self, weight):
-        return torch.linalg.vector_norm(weight, dim=self._norm_dims())
-
-    def _unit_view(self, t):
-        """Reshapes per-unit values ``(..., units)`` to broadcast against the weight."""
-        if self.reverse:
-            return t  # per input feature: multiplies the layer's input
-        return t.reshape(t.shape + (1,) * (self._ndim - 2))
-
-    def directions(self, v=None):
-        """Unit directions :math:`u = v / \\|v\\|` (rows, or columns with ``reverse``)."""
-        v = self.v if v is None else v
-        return unit_directions(v, self._norm_dims())
-
-    def _weight_unit_shape(self):
-        if self.reverse:
-            return (1, -1)
-        return (-1,) + (1,) * (self._ndim - 1)
+    @torch.no_grad()
+    def _reset_magnitude(self, norms):
+        # the guide reads magnitude_init on its first run only: reset before that
+        self.magnitude_init.copy_(norms)
+        if not self.magnitude_noise:
+            self.magnitude.copy_(norms)
 
     def _sample(self, kind, prior):
         name = pyro_fullname(self, kind)
@@ -296,9 +263,6 @@ class _DirMagLayer(PyroModule):
             y = y + self._bias_view(bias)
         return y
 
-    def _bias_view(self, bias):
-        return bias.reshape((-1,) + (1,) * (self._ndim - 2))
-
     def _per_example_output(self, x, u, s, g, eps, bias):
         r""":math:`g(\cos\epsilon\, s + \sin\epsilon\, \phi \cdot x) + b` with an independent
         :math:`\phi` per example (the generic form; dense layers fuse it)."""
@@ -326,7 +290,7 @@ class _DirMagLayer(PyroModule):
             )
         if not torch.isfinite(weight).all():
             raise ValueError("weight must be finite")
-        norms = self._norms(weight)
+        norms = self.unit_norms(weight)
         if not (norms > 0).all():
             raise ValueError(f"weight has {int((norms == 0).sum())} all-zero unit vectors")
         self.v.copy_(weight)
@@ -429,7 +393,7 @@ class DirMagLinear(_DirMagLayer):
         phi: str | None = None,
         reverse: bool = False,
     ) -> None:
-        _check_positive_int(in_features=in_features, out_features=out_features)
+        check_positive_int(in_features=in_features, out_features=out_features)
         if direction_noise and (out_features if reverse else in_features) < 2:
             raise ValueError("direction noise needs vectors of dimension >= 2")
         self.in_features = in_features
@@ -452,7 +416,7 @@ class DirMagLinear(_DirMagLayer):
         # node (pyro_dirmag.nn._rotated_output): the dense layers' training-step hot spot.
         # The floor keeps the square root's gradient finite where x is parallel to u_j.
         t = tangent_projection(self.in_features, s.shape, dtype=s.dtype, device=s.device)
-        return rotated_output(s, squared_norms(x), g, eps, t, bias, floor=_PERP_FLOOR)
+        return rotated_output(s, squared_norms(x), g, eps, t, bias, floor=PERP_FLOOR)
 
     def _check_input(self, x, v):
         self._check_dtype(x, v)
@@ -507,7 +471,7 @@ class DirMagConv2d(_DirMagLayer):
         magnitude_prior: dist.Distribution | None = None,
         phi: str | None = None,
     ) -> None:
-        _check_positive_int(in_channels=in_channels, out_channels=out_channels)
+        check_positive_int(in_channels=in_channels, out_channels=out_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = int_pair(kernel_size, "kernel_size")
@@ -584,9 +548,3 @@ def direction_noise(module: nn.Module, phi: str, share: bool = False) -> Iterato
 def dirmag_layers(module: nn.Module) -> list[tuple[str, "_DirMagLayer"]]:
     """The DirMag layers of ``module`` in registration order, as ``(name, layer)``."""
     return [(n, m) for n, m in module.named_modules() if isinstance(m, _DirMagLayer)]
-
-
-def _check_positive_int(**kwargs):
-    for name, value in kwargs.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")

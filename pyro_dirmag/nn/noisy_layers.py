@@ -40,10 +40,10 @@ Where the noise enters, and how many draws are made:
   once per mini-batch, as in the thesis's table 2; ``per_example=False`` forces one
   draw per mini-batch for every weight noise (magnitude included).
 
-Noise is active in ``train()`` mode. In ``eval()`` mode the layer is deterministic
-(the thesis's "deterministic network": every noise replaced by a point mass at its
-location, so ``u``, ``g`` and ``x`` enter unperturbed) unless sampling was
-switched on with :func:`~pyro_dirmag.nn.noise_mode` (see
+Noise is active in ``train()`` mode. In ``eval()`` mode the layer is the mean
+network (mode ``"mean"``, the thesis's "deterministic network": every noise replaced by
+a point mass at its location, so ``u``, ``g`` and ``x`` enter unperturbed) unless
+sampling was switched on with :func:`~pyro_dirmag.nn.noise_mode` (see
 :func:`~pyro_dirmag.nn.predict_probs` for the three evaluation modes of the thesis).
 
 **References:**
@@ -62,7 +62,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._args import int_pair
 from ._direction import tangent_term
 from .noise import (
     DIRECTION_NOISES,
@@ -77,14 +76,17 @@ from .noise import (
     magnitude_distribution,
     rotation_beta_concentration,
 )
+from .weight_norm import WeightNormLayer, check_positive_int, int_pair
 
 __all__ = ["NoisyConv2d", "NoisyLinear", "NoisyWeightNorm", "NOISE_TARGETS"]
 
 NOISE_TARGETS = ("activation", "weight")
 
 
-class NoisyWeightNorm(nn.Module):
-    """Shared body of :class:`NoisyLinear` and :class:`NoisyConv2d`.
+class NoisyWeightNorm(WeightNormLayer):
+    """Shared body of :class:`NoisyLinear` and :class:`NoisyConv2d`: the magnitude
+    ``g`` (a parameter) and the noise, on top of the direction ``v``, the bias, their
+    init and the normalization of :class:`~pyro_dirmag.nn.weight_norm.WeightNormLayer`.
 
     Subclasses set ``example_dims`` (trailing dimensions of one example's input) and
     implement :meth:`_affine` (the bias-free ``F.linear`` or ``F.conv2d`` call).
@@ -114,7 +116,6 @@ class NoisyWeightNorm(nn.Module):
         on="activation",
         per_example=True,
     ):
-        super().__init__()
         if noise is not None:
             check_choice(noise, NOISES, "noise")
             alpha = check_alpha(alpha, "alpha")
@@ -139,6 +140,7 @@ class NoisyWeightNorm(nn.Module):
                 f"direction noise {noise!r} on weights needs a fan-in of at least 2, got "
                 f"{fan_in}; use noise='gaussian' or a magnitude noise on this layer"
             )
+        super().__init__(weight_shape, bias)
         self.noise = noise
         self.alpha = alpha
         self.magnitude = magnitude
@@ -147,33 +149,22 @@ class NoisyWeightNorm(nn.Module):
         self.per_example = bool(per_example)
         #: whether noise is drawn in ``eval()`` mode; set by :func:`~pyro_dirmag.nn.noise_mode`.
         self.sample_in_eval = False
-        self.v = nn.Parameter(torch.empty(weight_shape))
-        self.g = nn.Parameter(torch.empty(weight_shape[0]))
-        self.bias = nn.Parameter(torch.empty(weight_shape[0])) if bias else None
-        self.reset_parameters()
+        #: magnitudes, one per output unit; ``g = ||v||`` at the start, so ``w = v``
+        self.g = nn.Parameter(self.unit_norms(self.v.detach()))
 
-    def reset_parameters(self):
-        """``v`` as torch initializes a dense/conv weight, ``g = ||v||`` (so ``w = v`` at start)."""
-        nn.init.kaiming_uniform_(self.v, a=math.sqrt(5))
-        with torch.no_grad():
-            self.g.copy_(self.v.flatten(1).norm(dim=1))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.fan_in)
-            nn.init.uniform_(self.bias, -bound, bound)
-
-    @property
-    def fan_in(self):
-        return math.prod(self.v.shape[1:])
+    @torch.no_grad()
+    def _reset_magnitude(self, norms):
+        self.g.copy_(norms)
 
     @property
     def direction(self):
         """Unit directions ``u = v / ||v||``, shape ``(out, fan_in)``."""
-        return F.normalize(self.v.flatten(1), dim=1)
+        return self.directions().flatten(1)
 
     @property
     def weight(self):
         """The mean weight ``g u`` in the layout of ``v``."""
-        return (self.g[:, None] * self.direction).view_as(self.v)
+        return self.g.reshape(self._weight_unit_shape()) * self.directions()
 
     @property
     def noise_active(self):
@@ -183,10 +174,6 @@ class NoisyWeightNorm(nn.Module):
 
     def _affine(self, x, weight):
         raise NotImplementedError
-
-    def _unit_view(self, t):
-        """Reshape a ``(..., out)`` tensor to broadcast against this layer's output."""
-        return t.view(t.shape + (1,) * (self.example_dims - 1))
 
     def forward(self, x):
         if not self.noise_active:
@@ -201,7 +188,7 @@ class NoisyWeightNorm(nn.Module):
             if self.magnitude is not None:
                 y = y * self._magnitude_noise(y)
         if self.bias is not None:
-            y = y + self._unit_view(self.bias)
+            y = y + self._bias_view(self.bias)
         return y
 
     def _perturb_activation(self, x):
@@ -277,7 +264,7 @@ def _rotated_projection(x, u, noise, alpha):
     eps = angle.rsample(ux.shape)
     # phi . x for phi uniform on the tangent sphere at u, per example (shared with the
     # DirMag layers).
-    phi_x = tangent_term(x, ux, floor=torch.finfo(x.dtype).tiny)
+    phi_x = tangent_term(x, ux)
     return torch.cos(eps) * ux + torch.sin(eps) * phi_x
 
 
@@ -301,6 +288,7 @@ class NoisyLinear(NoisyWeightNorm):
     example_dims = 1
 
     def __init__(self, in_features, out_features, bias=True, **noise_kwargs):
+        check_positive_int(in_features=in_features, out_features=out_features)
         self.in_features = in_features
         self.out_features = out_features
         super().__init__((out_features, in_features), bias, **noise_kwargs)
@@ -345,12 +333,13 @@ class NoisyConv2d(NoisyWeightNorm):
         bias=True,
         **noise_kwargs,
     ):
+        check_positive_int(in_channels=in_channels, out_channels=out_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = int_pair(kernel_size, "kernel_size")
-        self.stride = stride
-        self.padding = padding
-        self.dilation = dilation
+        self.stride = int_pair(stride, "stride")
+        self.padding = int_pair(padding, "padding", allow_zero=True)
+        self.dilation = int_pair(dilation, "dilation")
         shape = (out_channels, in_channels) + self.kernel_size
         super().__init__(shape, bias, **noise_kwargs)
 

@@ -67,7 +67,7 @@ def test_train_noise_mnist_smoke(noise_args, capsys):
         "1",
     ]
     acc = script.main(tiny + noise_args)
-    assert set(acc) == {"deterministic", "sample", "ensemble"}
+    assert set(acc) == {"mean", "sample", "ensemble"}
     assert all(0.0 <= a <= 1.0 for a in acc.values())
     out = capsys.readouterr().out
     assert "epoch    2" in out and "ensemble(S=2)" in out

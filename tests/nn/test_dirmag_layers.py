@@ -10,12 +10,8 @@ from pyro.nn import PyroModule
 
 from pyro_dirmag.infer import DirMagGuide
 from pyro_dirmag.nn import DirMagConv2d, DirMagLinear, direction_noise
-from pyro_dirmag.nn._direction import (
-    gamma_marsaglia_tsang,
-    tangent_projection,
-    tangent_uniform,
-    unit_directions,
-)
+from pyro_dirmag.nn._direction import gamma_marsaglia_tsang, tangent_projection, tangent_uniform
+from pyro_dirmag.nn.weight_norm import unit_directions
 
 
 class _Wrap(PyroModule):
