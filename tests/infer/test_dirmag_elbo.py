@@ -299,7 +299,7 @@ def _lognormal_guide_halfnormal_prior(per_example):
     # torch registers a KL for two TransformedDistributions that raises
     # NotImplementedError when their transforms differ (LogNormal vs HalfNormal):
     # TraceMeanField_ELBO then falls back to the densities, which must be there.
-    from pyro_dirmag.nn.dirmag import sample_per_example
+    from pyro_dirmag._sites import sample_per_example
 
     def site(fn):
         if per_example:
