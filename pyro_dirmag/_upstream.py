@@ -11,9 +11,12 @@ when the upstream behaviour it relies on changes. ``pyproject.toml`` bounds
 ``pyro-ppl`` to the tested minor version for the same reason.
 """
 
+from collections.abc import Callable
+
 import torch
 from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.trace_mean_field_elbo import _check_mean_field_requirement
+from pyro.poutine import Trace
 from torch.distributions.kl import _dispatch_kl
 
 __all__ = [
@@ -72,7 +75,9 @@ class TracePairELBO(TraceMeanField_ELBO):
     def _get_trace(self, model, guide, args, kwargs):
         return self.trace_pair(model, guide, args, kwargs)
 
-    def trace_pair(self, model, guide, args, kwargs):
+    def trace_pair(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> tuple[Trace, Trace]:
         """``(model_trace, guide_trace)`` of one particle, with the log-densities and
         score parts the loss reads: ``TraceMeanField_ELBO``'s own by default.
 

@@ -10,10 +10,13 @@ share of a training step that is then thrown away. :class:`DirMagELBO` gives the
 loss and gradients (it is ``TraceMeanField_ELBO`` with those evaluations skipped).
 """
 
+from collections.abc import Callable
+
 import torch
 from pyro import poutine
 from pyro.distributions.score_parts import ScoreParts
 from pyro.distributions.util import is_validation_enabled
+from pyro.poutine import Trace
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match, check_site_shape
 from torch.distributions import kl_divergence
@@ -49,7 +52,9 @@ def _has_kl(q, p):
 class DirMagELBO(TracePairELBO):
     """Same estimator as :class:`~pyro.infer.TraceMeanField_ELBO`, computed faster."""
 
-    def trace_pair(self, model, guide, args, kwargs):
+    def trace_pair(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> tuple[Trace, Trace]:
         """``(model_trace, guide_trace)`` of one particle, without the log-densities of
         the sites whose analytic KL the loss uses (see the module notes)."""
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
