@@ -34,7 +34,7 @@ neither), so both read the protocol from here.
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pyro
 import torch
@@ -48,14 +48,16 @@ from .distributions._per_example_copies import PerExampleCopies
 __all__ = [
     "SITE_KINDS",
     "DirMagSite",
+    "SiteKind",
+    "is_per_example_pair",
     "sample_layer_site",
     "sample_per_example",
     "site_name",
     "site_record",
-    "is_per_example_pair",
 ]
 
-SITE_KINDS = ("magnitude", "angle")
+SiteKind = Literal["magnitude", "angle"]
+SITE_KINDS: tuple[str, ...] = get_args(SiteKind)
 # The one key of a site's ``infer`` dict that this protocol uses.
 _INFER_KEY = "dirmag"
 
@@ -70,14 +72,14 @@ class DirMagSite:
         reads its initial posterior from it.
     """
 
-    kind: str
+    kind: SiteKind
     layer: nn.Module
 
     def __post_init__(self):
         _check_kind(self.kind)
 
 
-def site_name(layer: nn.Module, kind: str) -> str:
+def site_name(layer: nn.Module, kind: SiteKind) -> str:
     """
     The name of ``layer``'s latent site of kind ``kind`` (see the module notes).
 
@@ -96,7 +98,7 @@ def site_record(site: dict) -> DirMagSite | None:
     return record if isinstance(record, DirMagSite) else None
 
 
-def sample_layer_site(layer: nn.Module, kind: str, fn: Any) -> torch.Tensor:
+def sample_layer_site(layer: nn.Module, kind: SiteKind, fn: Any) -> torch.Tensor:
     """
     Declares ``layer``'s latent site of kind ``kind`` with law ``fn`` (event shape
     ``(units,)``), per example inside the enclosing plates (see the module notes), and

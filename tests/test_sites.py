@@ -1,7 +1,9 @@
 """The site protocol between the DirMag layers and the inference code (pyro_dirmag._sites)."""
 
+import ast
 import contextlib
 import dataclasses
+import os
 
 import pyro
 import pyro.distributions as dist
@@ -12,6 +14,7 @@ from pyro import poutine
 from pyro.nn import PyroModule, PyroSample
 from torch.distributions import kl_divergence
 
+import pyro_dirmag._sites
 from pyro_dirmag._sites import (
     SITE_KINDS,
     DirMagSite,
@@ -221,3 +224,22 @@ def test_guide_starts_from_the_layers_initial_magnitude():
     guide(torch.randn(2, 4))
     expected = model.fc.v.detach().norm(dim=1) + 1.0
     assert torch.allclose(guide.posterior_mean()["fc.magnitude"], expected)
+
+
+def test_the_protocol_sits_below_nn_and_infer():
+    # Its package imports are the fenced upstream names and the distributions only.
+    with open(pyro_dirmag._sites.__file__) as f:
+        tree = ast.parse(f.read())
+    relative = sorted(
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level
+    )
+    assert relative == ["_upstream", "distributions._per_example_copies"]
+    absolute = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+        if "pyro_dirmag" in (getattr(node, "module", None) or alias.name)
+    ]
+    assert absolute == []
+    assert os.path.dirname(pyro_dirmag._sites.__file__) == os.path.dirname(pyro_dirmag.__file__)
