@@ -1,5 +1,6 @@
 """
-The private names of torch and Pyro this package relies on, each behind one function.
+The private names of torch and Pyro this package relies on, each behind one function
+or class.
 
 Neither library offers a public way to ask whether a KL pair is registered (without
 computing it), to check Pyro's mean-field requirement, to name a ``PyroModule``'s
