@@ -170,7 +170,7 @@ def breakdown(steps, batch=1000, compiled=False):
         "plain weight-normalized step": plain,
         "random draws only (3 per example and unit)": draws,
         "guide (posteriors, g and eps draws)": lambda: poutine.trace(guide).get_trace(x, y),
-        "guide + model (t draws, layers)": lambda: elbo._get_trace(model, guide, (x, y), {}),
+        "guide + model (t draws, layers)": lambda: elbo.trace_pair(model, guide, (x, y), {}),
         "loss (guide + model + KL)": lambda: elbo.differentiable_loss(model, guide, x, y),
         "loss + backward": lambda: elbo.differentiable_loss(model, guide, x, y).backward(),
         "whole SVI step (+ ClippedAdam)": lambda: svi.step(x, y),

@@ -1,25 +1,33 @@
 """
-The private names of torch and Pyro this package relies on, each behind one function.
+The private names of torch and Pyro this package relies on, each behind one function
+or class.
 
 Neither library offers a public way to ask whether a KL pair is registered (without
 computing it), to check Pyro's mean-field requirement, to name a ``PyroModule``'s
-site or to raise ``torch.compile``'s recompile limit for a block; each use below is fenced here
-and pinned by ``tests/test_upstream.py``, which fails when the upstream behaviour it
-relies on changes. ``pyproject.toml`` bounds ``pyro-ppl`` to the tested minor version
-for the same reason. :class:`~pyro_dirmag.infer.DirMagELBO` also overrides Pyro's
-``ELBO._get_trace`` hook (no public one skips the log-densities); the same test file
-checks that Pyro still routes every loss through it.
+site, to list a ``PyroModule``'s ``PyroSample``/``PyroParam`` attributes, to turn a
+``PyroModule[C]`` back into a plain ``C``, to hand a ``TraceMeanField_ELBO`` its traces
+(:class:`TracePairELBO`) or to raise ``torch.compile``'s recompile limit for a block;
+each use below is fenced here and pinned by ``tests/test_upstream.py``, which fails
+when the upstream behaviour it relies on changes. ``pyproject.toml`` bounds
+``pyro-ppl`` to the tested minor version for the same reason.
 """
 
+from collections.abc import Callable
+
 import torch
+from pyro.infer import TraceMeanField_ELBO
 from pyro.infer.trace_mean_field_elbo import _check_mean_field_requirement
+from pyro.poutine import Trace
 from torch.distributions.kl import _dispatch_kl
 
 __all__ = [
+    "TracePairELBO",
     "check_mean_field_requirement",
     "compile_recompile_limit",
     "kl_is_registered",
+    "plain_module_state",
     "pyro_fullname",
+    "pyro_module_latents",
 ]
 
 
@@ -40,6 +48,46 @@ def check_mean_field_requirement(model_trace, guide_trace):
 def pyro_fullname(module, name):
     """The Pyro site name of attribute ``name`` of the ``PyroModule`` ``module``."""
     return module._pyro_get_fullname(name)
+
+
+def pyro_module_latents(module):
+    """The names of the attributes of ``module`` (a ``PyroModule``, not its submodules)
+    that are ``PyroSample`` or ``PyroParam`` attributes: ``[]`` for a plain
+    ``torch.nn.Module``."""
+    d = module.__dict__
+    return list(d.get("_pyro_samples", ())) + list(d.get("_pyro_params", ()))
+
+
+def plain_module_state(module):
+    """The instance state (``__dict__``) of the ``PyroModule`` ``module`` without the
+    state ``PyroModule`` adds: that of a plain ``torch.nn.Module`` of its torch class."""
+    return {k: v for k, v in module.__dict__.items() if not k.startswith("_pyro")}
+
+
+class TracePairELBO(TraceMeanField_ELBO):
+    """
+    :class:`~pyro.infer.TraceMeanField_ELBO` whose every loss (``loss``,
+    ``differentiable_loss``, ``loss_and_grads``, each particle) takes its model and
+    guide traces from :meth:`trace_pair`, which a subclass overrides. Pyro's hook for
+    this is the private ``ELBO._get_trace``; no public one lets an ELBO change how the
+    traces' log-densities are computed.
+    """
+
+    def _get_trace(self, model, guide, args, kwargs):
+        return self.trace_pair(model, guide, args, kwargs)
+
+    def trace_pair(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> tuple[Trace, Trace]:
+        """``(model_trace, guide_trace)`` of one particle, with the log-densities and
+        score parts the loss reads: ``TraceMeanField_ELBO``'s own by default.
+
+        :param callable model: the model.
+        :param callable guide: the guide.
+        :param tuple args: the positional arguments of both.
+        :param dict kwargs: the keyword arguments of both.
+        """
+        return super()._get_trace(model, guide, args, kwargs)
 
 
 def compile_recompile_limit(limit):

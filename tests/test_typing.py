@@ -8,6 +8,7 @@ import pytest
 import pyro_dirmag
 from pyro_dirmag import checkpoint
 from pyro_dirmag.infer import (
+    DirMagELBO,
     DirMagGuide,
     accuracy,
     expected_calibration_error,
@@ -35,8 +36,10 @@ PUBLIC = [
     DirMagLinear.__init__,
     DirMagConv2d.__init__,
     DirMagLinear.load_weight_,
+    DirMagLinear.initial_magnitude,
     DirMagLinear.weight_from,
     DirMagLinear.forward,
+    DirMagELBO.trace_pair,
     DirMagGuide.__init__,
     DirMagGuide.posterior,
     DirMagGuide.log_alpha,

@@ -1,7 +1,7 @@
 """
 Pins the upstream behaviour behind the private torch and Pyro names this package uses
-(pyro_dirmag/_upstream.py, DirMagELBO's ``_get_trace`` override): each test fails when
-torch or Pyro changes what the package relies on.
+(pyro_dirmag/_upstream.py, whose TracePairELBO overrides Pyro's ``_get_trace``): each
+test fails when torch or Pyro changes what the package relies on.
 """
 
 import inspect
@@ -12,14 +12,18 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import TraceMeanField_ELBO
-from pyro.nn import PyroModule, PyroSample
-from torch.distributions import kl_divergence
+from pyro.nn import PyroModule, PyroParam, PyroSample
+from torch import nn
+from torch.distributions import constraints, kl_divergence
 
 from pyro_dirmag._upstream import (
+    TracePairELBO,
     check_mean_field_requirement,
     compile_recompile_limit,
     kl_is_registered,
+    plain_module_state,
     pyro_fullname,
+    pyro_module_latents,
 )
 from pyro_dirmag.infer import DirMagELBO
 
@@ -126,3 +130,69 @@ def test_compile_recompile_limit_sets_dynamos_limit():
     with compile_recompile_limit(before + 5):
         assert config.recompile_limit == before + 5
     assert config.recompile_limit == before
+
+
+def _normal_model_and_guide():
+    def model():
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("w", dist.Gamma(2.0, 1.0))
+
+    def guide():
+        loc = pyro.param("loc", torch.tensor(0.3))
+        pyro.sample("z", dist.Normal(loc, 1.0))
+        pyro.sample("w", dist.Gamma(loc.exp(), 1.0))
+
+    return model, guide
+
+
+def test_trace_pair_elbo_routes_every_loss_and_particle_through_trace_pair():
+    calls = []
+
+    class Spy(TracePairELBO):
+        def trace_pair(self, *args):
+            calls.append(1)
+            return super().trace_pair(*args)
+
+    model, guide = _normal_model_and_guide()
+    for particles, vectorize in ((1, False), (3, False), (3, True)):
+        elbo = Spy(num_particles=particles, vectorize_particles=vectorize, max_plate_nesting=0)
+        for method in (elbo.loss, elbo.differentiable_loss, elbo.loss_and_grads):
+            before = len(calls)
+            method(model, guide)
+            assert len(calls) == before + (1 if vectorize else particles), method.__name__
+
+
+def test_trace_pair_elbo_is_trace_mean_field_elbo_by_default():
+    model, guide = _normal_model_and_guide()
+    loc = pyro.param("loc", torch.tensor(0.3)).unconstrained()
+    results = []
+    for elbo in (TraceMeanField_ELBO(), TracePairELBO()):
+        pyro.set_rng_seed(1)
+        loss = elbo.differentiable_loss(model, guide)
+        results.append((loss, torch.autograd.grad(loss, loc)))
+    (l1, (g1,)), (l2, (g2,)) = results
+    assert l1 == l2 and g1 == g2
+
+
+def test_pyro_module_latents_lists_pyro_sample_and_pyro_param_attributes():
+    m = PyroModule[nn.Linear](3, 2)
+    assert pyro_module_latents(m) == []
+    assert pyro_module_latents(nn.Linear(3, 2)) == []
+    m.weight = PyroSample(dist.Normal(0.0, 1.0).expand([2, 3]).to_event(2))
+    m.bias = PyroParam(torch.ones(2), constraints.positive)
+    assert sorted(pyro_module_latents(m)) == ["bias", "weight"]
+    assert pyro_module_latents(PyroModule[nn.ReLU]()) == []
+
+
+def test_plain_module_state_is_a_torch_modules_state():
+    torch.manual_seed(0)
+    m = PyroModule[nn.Linear](3, 2)
+    pyro.poutine.trace(m).get_trace(torch.randn(4, 3))  # once run: Pyro's naming state set
+    state = plain_module_state(m)
+    assert set(state) == set(nn.Linear(3, 2).__dict__)
+    plain = nn.Linear.__new__(nn.Linear)
+    plain.__dict__.update(state)
+    assert not isinstance(plain, PyroModule)
+    x = torch.randn(4, 3)
+    assert torch.equal(plain(x), m(x))
+    assert plain.weight is m.weight

@@ -24,12 +24,13 @@ the usual behaviour of clipped sparse variational dropout. :meth:`DirMagGuide.lo
 clipped value, and pruning thresholds (3 by default) lie well inside the range.
 
 **Per-example copies.** The model's DirMag sites live inside the data plate with one
-copy per example (see :mod:`pyro_dirmag.nn.dirmag`); the guide declares the same
-copies, all with one base distribution, inside a plate of the same name whose
-subsample size is the current batch size, and scales them so that the copies weigh
-:math:`1/M` each, exactly as in the model. The batch size is read from the leading
-dimension of the first tensor argument of the model; pass ``create_plates`` (as for
-any Pyro ``AutoGuide``) when the model's plate is sized otherwise.
+copy per example (the site protocol of :mod:`pyro_dirmag._sites`); the guide declares
+the same copies, all with one base distribution, inside a plate of the same name
+whose subsample size is the current batch size, through the same function as the
+layers, so that the copies weigh :math:`1/M` each, exactly as in the model. The
+batch size is read from the leading dimension of the first tensor argument of the
+model; pass ``create_plates`` (as for any Pyro ``AutoGuide``) when the model's plate
+is sized otherwise.
 
 **Other latent variables.** A model may have latent sites of its own besides the
 DirMag layers' (a noise scale, a prior's hyperparameter). ``other=`` names a Pyro
@@ -68,8 +69,8 @@ from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroModule, PyroParam
 from torch.distributions import constraints
 
+from .._sites import sample_per_example, site_record
 from ..distributions import TruncatedNormal
-from ..nn.dirmag import sample_per_example
 
 __all__ = ["LOG_ALPHA_MAX", "LOG_ALPHA_MIN", "DirMagGuide"]
 
@@ -78,7 +79,6 @@ LOG_ALPHA_MAX = 10.0
 HALF_PI = 0.5 * math.pi
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _EMPTY = torch.Size()
-_KINDS = ("magnitude", "angle")
 # Floor on |m| in the clipping bounds: a unit with |m| below it is dead anyway, and the
 # floor keeps the posterior scale a normal float32 number (whose square does not
 # underflow in log_prob) when m reaches 0.
@@ -94,7 +94,8 @@ class DirMagGuide(AutoGuide):
         guide = DirMagGuide(net)
         svi = SVI(net, guide, pyro.optim.Adam({"lr": 3e-3}), TraceMeanField_ELBO())
 
-    Initialization: :math:`m` from the layer's weight-norm init (:math:`\|v\|`),
+    Initialization: :math:`m` from the layer's weight-norm init (:math:`\|v\|`, read
+    through the layer's ``initial_magnitude()``),
     :math:`\log\alpha` = ``init_log_alpha`` (small :math:`\lambda`), :math:`\mu` =
     ``init_angle_loc`` and :math:`\sigma` = ``init_angle_scale`` (a small rotation).
 
@@ -150,8 +151,8 @@ class DirMagGuide(AutoGuide):
         self.angle_scale = PyroModule()
         others = []
         for name, site in self.prototype_trace.iter_stochastic_nodes():
-            kind = site["infer"].get("dirmag")
-            if kind not in _KINDS:
+            record = site_record(site)
+            if record is None:
                 others.append(name)
                 continue
             frames = [f for f in site["cond_indep_stack"] if f.vectorized]
@@ -168,10 +169,10 @@ class DirMagGuide(AutoGuide):
                         f"first tensor argument has {batch} rows; pass create_plates= to "
                         "DirMagGuide"
                     )
-            self._sites[name] = kind
+            self._sites[name] = record.kind
             event_shape = site["fn"].event_shape
-            if kind == "magnitude":
-                m = site["infer"]["dirmag_init"].detach().clone().reshape(event_shape)
+            if record.kind == "magnitude":
+                m = record.layer.initial_magnitude().reshape(event_shape)
                 log_abs = _log_abs(m)
                 deep_setattr(self.magnitude_loc, name, PyroParam(m, constraints.real, 1))
                 log_scale = log_abs + 0.5 * self.init_log_alpha
@@ -179,7 +180,7 @@ class DirMagGuide(AutoGuide):
                     self.magnitude_log_scale, name, PyroParam(log_scale, constraints.real, 1)
                 )
             else:
-                like = site["infer"]["dirmag_init"]
+                like = site["value"]
                 mu = torch.full(event_shape, self.init_angle_loc, dtype=like.dtype)
                 sigma = torch.full(event_shape, self.init_angle_scale, dtype=like.dtype)
                 deep_setattr(self.angle_loc, name, PyroParam(mu, constraints.real, 1))

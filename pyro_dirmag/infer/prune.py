@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 import torch
 from pyro import poutine
 from pyro.nn import PyroModule
-from pyro.nn.module import _PyroModuleMeta
 from torch import nn
 
+from .._sites import site_name
+from .._upstream import plain_module_state, pyro_module_latents
 from ..checkpoint import check_params, example_inputs
 from ..nn.dirmag import DirMagConv2d, DirMagLinear, dirmag_layers
 from ..nn.model import DirMagModel
@@ -125,10 +126,10 @@ def mean_weights(
     out = {}
     for name, layer in dirmag_layers(model):
         if layer.magnitude_noise:
-            g = means[layer._pyro_get_fullname("magnitude")]
+            g = means[site_name(layer, "magnitude")]
         else:
             g = layer.magnitude
-        eps = means[layer._pyro_get_fullname("angle")] if layer.direction_noise else None
+        eps = means[site_name(layer, "angle")] if layer.direction_noise else None
         out[name] = (layer.weight_from(g, eps), layer.bias)
     return out
 
@@ -192,7 +193,7 @@ def prune(
     unit_keep = []
     for name, layer in layers:
         if layer.magnitude_noise:
-            unit_keep.append(log_alpha[layer._pyro_get_fullname("magnitude")] <= thresholds[name])
+            unit_keep.append(log_alpha[site_name(layer, "magnitude")] <= thresholds[name])
         else:
             unit_keep.append(torch.ones(layer.num_units, dtype=torch.bool))
     # Output masks (never drop the outputs of the last layer) and input masks.
@@ -290,13 +291,22 @@ def _network(model):
 
 def _is_generated(cls):
     """Whether ``cls`` is a ``PyroModule[C]`` class made by Pyro from a torch class."""
-    return cls in _pyro_mixins()
+    return _torch_class(cls) is not None
 
 
-def _pyro_mixins():
-    # Pyro keeps the classes PyroModule[C] it made in this private cache; the one use of
-    # it is here (tests/infer/test_dirmag_prune.py fails loudly if it moves).
-    return {v: k for k, v in _PyroModuleMeta._pyro_mixin_cache.items()}
+def _torch_class(cls):
+    """The torch class ``C`` when ``cls`` is the class ``PyroModule[C]``, else ``None``.
+
+    ``PyroModule[C]`` subclasses ``C`` and returns the same class on every call, so
+    ``cls`` is one exactly when indexing ``PyroModule`` with its one torch (non-Pyro)
+    base gives ``cls`` back (public API only).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, PyroModule)) or cls is PyroModule:
+        return None  # (PyroModule itself is PyroModule[torch.nn.Module], not generated)
+    bases = [b for b in cls.__bases__ if issubclass(b, nn.Module) and not issubclass(b, PyroModule)]
+    if len(bases) == 1 and PyroModule[bases[0]] is cls:
+        return bases[0]
+    return None
 
 
 def _call_order(model, guide, network, args, kwargs):
@@ -421,13 +431,9 @@ def _depyro(module):
     """Turns ``PyroModule[X]`` containers back into plain ``X`` (recursively)."""
     for name, child in list(module._modules.items()):
         module._modules[name] = _depyro(child)
-    cls = type(module)
-    generated = _pyro_mixins()
-    pyro_attributes = module.__dict__.get("_pyro_samples") or module.__dict__.get("_pyro_params")
-    if cls in generated and not pyro_attributes:
-        base = generated[cls]
+    base = _torch_class(type(module))
+    if base is not None and not pyro_module_latents(module):
         plain = base.__new__(base)
-        state = {k: v for k, v in module.__dict__.items() if not k.startswith("_pyro")}
-        plain.__dict__.update(state)
+        plain.__dict__.update(plain_module_state(module))
         return plain
     return module

@@ -47,7 +47,8 @@ class PlaneRotationReparam(Reparam):
         if is_observed:
             raise NotImplementedError("PlaneRotationReparam does not support observe statements")
 
-        fn, event_dim = self._unwrap(fn)
+        event_dim = fn.event_dim
+        fn = _strip_independent(fn)
         if not isinstance(fn, PlaneRotation):
             raise ValueError(
                 f"PlaneRotationReparam expects a PlaneRotation site, but site {name!r} has {fn!r}"
@@ -77,13 +78,13 @@ class PlaneRotationReparam(Reparam):
             angle_fn = dist.Independent(angle_fn, 0)
         angle = pyro.sample(
             f"{name}_angle",
-            self._wrap(angle_fn, event_dim - 1),
+            _with_event_dim(angle_fn, event_dim - 1),
             obs=value_angle,
             infer={"is_observed": is_observed},
         )
         z = pyro.sample(
             f"{name}_normal",
-            self._wrap(dist.Normal(torch.zeros_like(loc), 1.0).to_event(1), event_dim),
+            _with_event_dim(dist.Normal(torch.zeros_like(loc), 1.0).to_event(1), event_dim),
             obs=value_normal,
             infer={"is_observed": is_observed},
         )
@@ -96,3 +97,19 @@ class PlaneRotationReparam(Reparam):
         # Simulate a pyro.deterministic() site.
         new_fn = dist.Delta(value, event_dim=event_dim).mask(False)
         return {"fn": new_fn, "value": value, "is_observed": True}
+
+
+def _strip_independent(fn):
+    """``fn`` without its ``Independent`` wrappers (the site keeps its event dim)."""
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    return fn
+
+
+def _with_event_dim(fn, event_dim):
+    """``fn`` with batch dimensions moved to the event until it has ``event_dim``."""
+    if fn.event_dim < event_dim:
+        fn = fn.to_event(event_dim - fn.event_dim)
+    if fn.event_dim != event_dim:
+        raise ValueError(f"a law with event dim {fn.event_dim} cannot have event dim {event_dim}")
+    return fn

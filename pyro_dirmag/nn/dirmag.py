@@ -31,15 +31,10 @@ auxiliary noise drawn inside the layer rather than a Pyro site). The direction
 * *Per-example noise and the ELBO's weights.* The layers are called inside the
   model's data plate. Their sites ``<layer>.magnitude`` and ``<layer>.angle`` then
   get one copy per example (local reparameterization: independent noise for every
-  example) and the layer scales them by :math:`1/N`, :math:`N` the plate's full
-  size. A subsampled plate weighs each copy by :math:`N/M`, so each copy weighs
-  :math:`1/M` and the :math:`M` copies sum to exactly one KL per step, while the
-  likelihood keeps its :math:`N/M` weight: the estimator's expectation is the ELBO
-  of the global model, for any batch size. The copies share one base distribution
-  through :class:`~pyro_dirmag.distributions._per_example_copies.PerExampleCopies`,
-  whose KL is computed once on the base (see :mod:`pyro_dirmag.distributions.kl`),
-  not once per copy. Called outside any plate, a layer draws one value per unit
-  for the whole input.
+  example), scaled so that the copies of one step sum to exactly one KL term; the
+  site names, the record the sites carry and this scaling rule are the site protocol
+  of :mod:`pyro_dirmag._sites`. Called outside any plate, a layer draws one value per
+  unit for the whole input.
 * *Direction noise per example.* ``phi="per_example"`` (default) gives every example
   its own :math:`\phi`: exact and cheap for dense layers through
   :math:`\phi_j \cdot x = \|x_{\perp j}\|\, t` (docs/MATH.md section 5,
@@ -64,19 +59,15 @@ import contextlib
 import math
 from collections.abc import Iterator
 
-import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from pyro.nn import PyroModule
-from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from .._shapes import broadcast_size
-from .._upstream import pyro_fullname
+from .._sites import sample_layer_site
 from ..distributions import SymmetricLogUniform
-from ..distributions._per_example_copies import PerExampleCopies
 from ..distributions._support import all_within
 from ._direction import PERP_FLOOR, squared_norms, tangent_projection, tangent_uniform
 from ._rotated_output import rotated_output
@@ -88,27 +79,6 @@ PHI_MODES = ("per_example", "shared", "mean")
 MAGNITUDE_PRIOR_LOW = 1e-30
 MAGNITUDE_PRIOR_HIGH = 1e4
 HALF_PI = 0.5 * math.pi
-
-
-def sample_per_example(name, fn, infer=None):
-    """
-    Samples site ``name`` with one copy of ``fn`` per element of the enclosing
-    vectorized plates, each copy scaled by 1/N (N the plates' full size).
-
-    A subsampled plate weighs each copy by N/M, so the M copies sum to one ``fn`` term
-    per step (see the module notes). The model's layers and
-    :class:`~pyro_dirmag.infer.DirMagGuide` both declare their sites through this one
-    function, so the copies and their scales agree by construction.
-    """
-    frames = [f for f in get_plates() if f.dim is not None]
-    if frames:
-        batch_shape = [1] * max(-f.dim for f in frames)
-        for f in frames:
-            batch_shape[f.dim] = f.size
-        fn = PerExampleCopies(fn, torch.Size(batch_shape))
-    full_size = math.prod((f.full_size or f.size) for f in frames)
-    with poutine.scale(scale=1.0 / full_size):
-        return pyro.sample(name, fn, infer=infer or {})
 
 
 class _AngleUniform(dist.Uniform):
@@ -191,10 +161,7 @@ class _DirMagLayer(WeightNormLayer, PyroModule):
             self.magnitude.copy_(norms)
 
     def _sample(self, kind, prior):
-        name = pyro_fullname(self, kind)
-        fn = prior.expand([self.num_units]).to_event(1)
-        infer = {"dirmag": kind, "dirmag_init": self._buffers["magnitude_init"]}
-        return sample_per_example(name, fn, infer=infer)
+        return sample_layer_site(self, kind, prior.expand([self.num_units]).to_event(1))
 
     def _magnitude_prior(self, v):
         p = self.magnitude_prior
@@ -270,15 +237,27 @@ class _DirMagLayer(WeightNormLayer, PyroModule):
         y = self._unit_view(g) * (self._unit_view(eps.cos()) * s + self._unit_view(eps.sin()) * r)
         return y if bias is None else y + self._bias_view(bias)
 
+    def initial_magnitude(self) -> torch.Tensor:
+        r"""
+        The initial value of the posterior mean :math:`m` of the magnitudes: the norms
+        :math:`\|w_j\|` of the weight the layer was started from (its weight-norm init,
+        or the weight given to :meth:`load_weight_`).
+        :class:`~pyro_dirmag.infer.DirMagGuide` starts from it on its first run.
+
+        :returns: a new tensor of shape ``(units,)``, with the layer's dtype and device.
+        """
+        return self.magnitude_init.detach().clone()
+
     @torch.no_grad()
     def load_weight_(
         self, weight: torch.Tensor, bias: torch.Tensor | None = None
     ) -> "_DirMagLayer":
         r"""
         Starts the layer from a deterministic weight (e.g. a pre-trained network's):
-        :math:`v` = ``weight`` and the initial magnitude :math:`\|w_j\|` per unit, which
-        :class:`~pyro_dirmag.infer.DirMagGuide` reads as the initial posterior mean
-        :math:`m` when it is first run. Call it before the guide's first run.
+        :math:`v` = ``weight`` and the initial magnitude :math:`\|w_j\|` per unit
+        (:meth:`initial_magnitude`), which :class:`~pyro_dirmag.infer.DirMagGuide` takes
+        as the initial posterior mean :math:`m` when it is first run. Call it before the
+        guide's first run.
 
         :param torch.Tensor weight: shaped like ``torch.nn``'s weight for this layer.
         :param torch.Tensor bias: shape ``(out,)``, or ``None`` to keep the current bias.

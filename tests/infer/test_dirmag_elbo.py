@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.nn import PyroModule
 
+from pyro_dirmag._sites import site_name
 from pyro_dirmag.infer import DirMagELBO, DirMagGuide
 from pyro_dirmag.nn import DirMagConv2d, DirMagLinear
 from pyro_dirmag.nn.dirmag import MAGNITUDE_PRIOR_HIGH, MAGNITUDE_PRIOR_LOW
@@ -127,10 +128,10 @@ def _draw_weights(guide, model, rng, draws):
     """Global weight draws (draws, *weight_shape) for every layer, with numpy/scipy."""
     weights = []
     for layer in model.layers:
-        name = layer._pyro_get_fullname("magnitude")
+        name = site_name(layer, "magnitude")
         m, log_lam = _params(guide, name)
         g = m + np.exp(log_lam) * rng.standard_normal((draws,) + m.shape)
-        mu, sigma = _params(guide, layer._pyro_get_fullname("angle"))
+        mu, sigma = _params(guide, site_name(layer, "angle"))
         tn = scipy.stats.truncnorm(-mu / sigma, (np.pi / 2 - mu) / sigma, mu, sigma)
         eps = tn.rvs((draws,) + mu.shape, random_state=rng)
         v = layer.v.detach().double().numpy().reshape(layer.v.shape[0], -1)
@@ -299,7 +300,7 @@ def _lognormal_guide_halfnormal_prior(per_example):
     # torch registers a KL for two TransformedDistributions that raises
     # NotImplementedError when their transforms differ (LogNormal vs HalfNormal):
     # TraceMeanField_ELBO then falls back to the densities, which must be there.
-    from pyro_dirmag.nn.dirmag import sample_per_example
+    from pyro_dirmag._sites import sample_per_example
 
     def site(fn):
         if per_example:

@@ -3,6 +3,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyro_dirmag._sites import site_name
 from pyro_dirmag.infer import DirMagGuide, predict, prune
 from pyro_dirmag.models import dirmag_model
 from pyro_dirmag.nn.dirmag import dirmag_layers
@@ -30,7 +31,7 @@ def _zero_units(model, guide, drop):
     with torch.no_grad():
         for name, idx in drop.items():
             layer = layers[name]
-            site = layer._pyro_get_fullname("magnitude")
+            site = site_name(layer, "magnitude")
             parts = site.split(".")
             mod = guide.magnitude_loc
             for p in parts[:-1]:

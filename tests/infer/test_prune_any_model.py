@@ -8,7 +8,7 @@ from pyro.nn import PyroModule, PyroSample
 from torch import nn
 
 from pyro_dirmag.infer import DirMagGuide, predict, prune
-from pyro_dirmag.infer.prune import _is_generated
+from pyro_dirmag.infer.prune import _is_generated, _torch_class
 from pyro_dirmag.nn import DirMagLinear, DirMagModel, to_dirmag
 from pyro_dirmag.nn.dirmag import dirmag_layers
 
@@ -149,3 +149,20 @@ def test_pyro_mixin_classes_are_recognized():
     assert _is_generated(type(PyroModule[nn.Linear](2, 2)))
     assert not _is_generated(ReadmeNet)
     assert dirmag_layers(to_dirmag(nn.Linear(2, 2)))
+
+
+def test_torch_class_of_generated_classes_only():
+    class Sub(nn.Linear):
+        pass
+
+    class Mixed(nn.Linear, PyroModule):
+        pass
+
+    assert _torch_class(PyroModule[nn.Linear]) is nn.Linear
+    assert _torch_class(PyroModule[Sub]) is Sub
+    assert _torch_class(PyroModule[nn.Sequential]) is nn.Sequential
+    assert _torch_class(PyroModule) is None
+    assert _torch_class(Mixed) is None
+    assert _torch_class(ReadmeNet) is None
+    assert _torch_class(nn.Linear) is None
+    assert _torch_class(type(to_dirmag(nn.Linear(2, 2)))) is None

@@ -11,6 +11,7 @@ from pyro.optim import Adam
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from pyro_dirmag._sites import site_name
 from pyro_dirmag.infer import DirMagELBO, DirMagGuide, mean_weights, predict
 from pyro_dirmag.models import deterministic_model, dirmag_model
 from pyro_dirmag.nn import DirMagConv2d, DirMagLinear, DirMagModel, load_deterministic_, to_dirmag
@@ -58,7 +59,7 @@ def test_mean_network_weights_at_the_default_guide():
     means = guide.posterior_mean()
     weights = mean_weights(model, guide)
     for (name, layer), (_, dense) in zip(dirmag_layers(model), plain_layers(plain), strict=True):
-        cos = means[f"{layer._pyro_get_fullname('angle')}"].cos()
+        cos = means[site_name(layer, "angle")].cos()
         assert (cos > 0.999).all() and (cos < 1).all()
         assert torch.allclose(weights[name][0], cos[:, None] * dense.weight, atol=1e-6)
         assert torch.equal(weights[name][1], dense.bias)
