@@ -12,6 +12,7 @@ from ._sphere import (
     log_sphere_area,
     rotate_to_random_tangent,
 )
+from .stretched_symmetric_beta import StretchedSymmetricBeta
 
 _EMPTY = torch.Size()
 
@@ -87,10 +88,12 @@ class PlaneRotation(TorchDistribution):
         returns ``-inf`` there.
 
     .. note:: :meth:`entropy` and :attr:`mean` use a 512-point Gauss-Legendre rule
-        over the angle: in the quantile when the angle law has ``icdf`` (e.g.
-        ``TruncatedNormal``, ``Uniform``: accurate however narrow the law), else in the
-        angle itself, accurate unless the law is concentrated on an interval much
-        narrower than ~1/100 of its support.
+        over the angle: for a :class:`StretchedSymmetricBeta` angle in variables that
+        take away its endpoint singularities (any ``concentration``, see
+        :meth:`StretchedSymmetricBeta.abs_quadrature`); in the quantile when the angle
+        law has ``icdf`` (e.g. ``TruncatedNormal``, ``Uniform``: accurate however narrow
+        the law); else in the angle itself, accurate unless the law is concentrated on
+        an interval much narrower than ~1/100 of its support.
 
     **References:**
 
@@ -232,12 +235,18 @@ class PlaneRotation(TorchDistribution):
         densities of :math:`|\epsilon|`, such that :math:`E[g(|\epsilon|)] \approx
         \sum_i p_i g(t_i)`.
 
-        If the angle law has an ``icdf``, Gauss-Legendre nodes in the quantile
+        A :class:`StretchedSymmetricBeta` angle gives its own rule
+        (:meth:`StretchedSymmetricBeta.abs_quadrature`). Else, if the angle law has an
+        ``icdf``, Gauss-Legendre nodes in the quantile
         :math:`u \in (0, 1)` (``t = |icdf(u)|``, ``p`` = the weights): accurate however
         narrow the law. Otherwise Gauss-Legendre nodes in ``t`` over the support of
         :math:`|\epsilon|`, split at the kink :math:`\min(-low, high)` of :math:`f`
         when the law straddles 0, with ``p = w f(t)``.
         """
+        if isinstance(self.angle, StretchedSymmetricBeta):
+            # its own rule, substituted to handle the singular density of c < 1
+            shape = (num_points,) + self.batch_shape
+            return tuple(q.expand(shape) for q in self.angle.abs_quadrature(num_points))
         zero = self.loc.new_zeros(self.batch_shape)
         try:
             u, w = gauss_legendre(zero, zero + 1, num_points)
