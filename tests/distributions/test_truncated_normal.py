@@ -855,3 +855,103 @@ def test_fast_paths_switch_nests_and_restores():
         raise RuntimeError
     assert tn_module._fast()
     torch.testing.assert_close(h_fast, h_ref, rtol=0, atol=1e-5)
+
+
+class _CountCalls(torch.overrides.TorchFunctionMode):
+    """Counts the torch functions called in the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("bounds", [(0.0, HALF_PI), (-INF, 1.0), (40.0, INF)], ids=str)
+def test_per_law_quantities_computed_once(bounds):
+    # sampling, icdf and no-grad densities reuse the laws' standardization and paths
+    # (shared by expanded copies): later calls do less work than the first
+    loc = torch.tensor([0.3, 0.5], requires_grad=True)
+    d = TruncatedNormal(loc, torch.tensor([0.1, 0.2]), *bounds)
+    e = d.expand((5, 2))
+    with _CountCalls() as first:
+        e.rsample((3,))
+    with _CountCalls() as again:
+        e.rsample((3,))
+    with _CountCalls() as other_copy:
+        d.rsample((7,))
+    assert again.calls < first.calls and other_copy.calls == again.calls
+    x = d.icdf(torch.tensor([0.3, 0.6])).detach()
+    d = TruncatedNormal(loc, torch.tensor([0.1, 0.2]), *bounds)
+    with torch.no_grad(), _CountCalls() as first:
+        d.log_prob(x)
+    with torch.no_grad(), _CountCalls() as again:
+        d.expand((5, 2)).log_prob(x)
+    assert again.calls < first.calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_per_law_quantities_follow_in_place_updates(dtype):
+    # a law kept across optimizer steps (its parameters updated in place) must give what
+    # a law built from the new values gives: the cache is keyed by the parameters'
+    # versions (a plain lazy_property would keep the first step's values)
+    loc = torch.tensor([0.3, 0.5], dtype=dtype, requires_grad=True)
+    scale = torch.tensor([0.1, 0.2], dtype=dtype, requires_grad=True)
+    zero = torch.zeros((), dtype=dtype)
+    d = TruncatedNormal(loc, scale, zero, zero + HALF_PI)
+    e = d.expand((4, 2))
+    u = torch.tensor([0.2, 0.9], dtype=dtype)
+    for _ in range(3):
+        fresh = TruncatedNormal(loc.detach().clone(), scale.detach().clone(), zero, zero + HALF_PI)
+        x = fresh.icdf(u)
+        for law in (d, e):
+            assert torch.equal(law.icdf(u).detach(), fresh.icdf(u).expand(law.batch_shape))
+            torch.manual_seed(0)
+            draw = law.rsample()
+            torch.manual_seed(0)
+            assert torch.equal(draw.detach(), fresh.expand(law.batch_shape).rsample())
+            with torch.no_grad():
+                assert torch.equal(law.log_prob(x), fresh.log_prob(x).expand(law.batch_shape))
+                assert torch.equal(law.cdf(x), fresh.cdf(x).expand(law.batch_shape))
+            assert torch.equal(law.entropy().detach(), fresh.entropy().expand(law.batch_shape))
+        with torch.no_grad():  # an optimizer step, including the closed form's regime edge
+            loc.add_(1.0)
+            scale.mul_(3.0)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, HALF_PI), (-INF, 1.0), (6.0, INF)], ids=str)
+def test_gradients_of_a_law_used_again(bounds):
+    # The cache holds no autograd graph: backward twice through the same law, and second
+    # derivatives of log_prob after the cache was filled under no_grad, give what a fresh
+    # law gives.
+    def make():
+        p = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (0.4, 0.3)]
+        return p, TruncatedNormal(*p, *bounds)
+
+    (loc, scale), d = make()
+    x = d.icdf(torch.tensor([0.2, 0.7], dtype=torch.float64)).detach()
+    with torch.no_grad():
+        d.log_prob(x), d.entropy(), d.rsample(), d.mean  # fill the cache without a graph
+    grads = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        loss = d.log_prob(x).sum() + d.rsample((3,)).sum() + d.entropy() + d.variance
+        grads.append(torch.autograd.grad(loss, [loc, scale]))
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+    (g,) = torch.autograd.grad(d.log_prob(x).sum(), [loc], create_graph=True)
+    second = torch.autograd.grad(g, [loc, scale])
+    (loc2, scale2), fresh = make()
+    torch.manual_seed(0)
+    loss = fresh.log_prob(x).sum() + fresh.rsample((3,)).sum() + fresh.entropy() + fresh.variance
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(grads[0], torch.autograd.grad(loss, [loc2, scale2]), strict=True)
+    )
+    (g2,) = torch.autograd.grad(fresh.log_prob(x).sum(), [loc2], create_graph=True)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(second, torch.autograd.grad(g2, [loc2, scale2]), strict=True)
+    )
+    assert all(t.isfinite().all() for t in second)
