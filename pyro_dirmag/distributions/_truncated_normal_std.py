@@ -1,14 +1,21 @@
 r"""
 Standardization of :class:`~pyro_dirmag.distributions.TruncatedNormal`: the per-law
 quantities (standardized bounds, log normalizer, reflection masks) that every operation
-starts from, and the switch between the reference paths and the fast paths
-(:func:`~pyro_dirmag.distributions.truncated_normal.fast_paths`), decided in :func:`_fast`.
+starts from, the switch between the reference paths and the fast paths
+(:func:`~pyro_dirmag.distributions.truncated_normal.fast_paths`), and the one function
+that chooses a batch's fast paths (:func:`choose_paths`).
 
 Every law is reflected into the left tail (``x -> -x`` when ``alpha > 0``); with ``c``
 the point of ``[alpha, beta]`` nearest 0, ``log Z = s + log phi(c)`` where ``s`` comes from
-:func:`~pyro_dirmag.distributions._normal_tails.log_ndtr_diff` (the reference), or, for
-finite scalar bounds reaching near every mode, from differences of ``erf``/``erfc``
-(the fast path, :func:`std_near_mode`).
+:func:`~pyro_dirmag.distributions._normal_tails.log_ndtr_diff` (the reference,
+:func:`_std_reference`), or, for finite scalar bounds reaching near every mode, from
+differences of ``erf``/``erfc`` (the fast path, :func:`_std_near_mode`).
+
+Besides the fast paths, some steps skip work whose result is known: a ``torch.where``
+whose mask is uniform over the batch evaluates one side (:func:`_select`), one-element
+parameters enter kernels as Python numbers (:func:`_scalar`). These give the same values
+and are not paths; they are off with the fast paths, so that ``fast_paths(False)`` runs
+the plain reference.
 """
 
 import contextlib
@@ -55,7 +62,8 @@ def fast_paths(enabled):
 
 
 def _fast():
-    """Whether fast paths may be taken: the one place that decides (see :func:`fast_paths`)."""
+    """Whether fast paths may be taken (see :func:`fast_paths`); which ones a batch takes,
+    :func:`choose_paths` decides."""
     return _FAST_PATHS[0] and not torch.jit.is_tracing()
 
 

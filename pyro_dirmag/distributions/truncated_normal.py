@@ -63,7 +63,9 @@ class TruncatedNormal(TorchDistribution):
     parameters as given, before broadcasting, and on the originals of an ``expand``-ed
     law (stride-0 dimensions of parameter tensors are dropped too): many copies of few
     laws, e.g. ``d.expand((batch, units))``, cost per draw what ``d.rsample((batch,))``
-    does, in the forward and the backward pass alike.
+    does, in the forward and the backward pass alike. They are computed once per law
+    (and shared with expanded copies) for sampling, quantiles and densities that need
+    no gradient; differentiable ones are formed per call (see ``_per_law``).
 
     Example::
 
@@ -74,12 +76,17 @@ class TruncatedNormal(TorchDistribution):
         the offset from the mode of the truncated density (exact to rounding and
         differentiable): the closed forms cancel catastrophically in the tails, the
         variance by a factor ``alpha**4`` (scipy's is negative 1000 sd out). The
-        entropy takes its closed form, in float64, where it does not cancel (intervals
-        at least one standard deviation wide reaching within 5 of the mode: the
-        variational angle posterior's regime).
+        entropy takes its closed form, in float64, when every law of the batch lies
+        where it does not cancel (finite scalar bounds, intervals at least one standard
+        deviation wide reaching within 5 of the mode: the variational angle
+        posterior's regime).
 
-    .. note:: Each operation has one reference path and at most one fast path for
-        batches that qualify (finite scalar bounds near the mode), switched in one place:
+    .. note:: Each operation has one reference path, valid for every law, and at most
+        one fast path, taken by a batch whose laws all qualify: the standardization
+        (``erf``/``erfc`` differences for finite scalar bounds near the mode), the
+        entropy (the closed form) and the gradients of ``rsample`` (four batch sums per
+        law near the mode). One function chooses them per batch of laws
+        (``_truncated_normal_std.choose_paths``);
         ``with pyro_dirmag.distributions.truncated_normal.fast_paths(False):`` runs the
         reference paths only (the tests compare the two through it).
 
