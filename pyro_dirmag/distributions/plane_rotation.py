@@ -212,7 +212,12 @@ class PlaneRotation(TorchDistribution):
         lp_minus = self.angle.log_prob(torch.where(ok_minus, -theta, safe))
         lp_plus = torch.where(ok_plus, lp_plus, neg_inf)
         lp_minus = torch.where(ok_minus, lp_minus, neg_inf)
-        return torch.logaddexp(lp_plus, lp_minus)
+        # logaddexp's gradient is NaN at an infinite term (exp(inf - inf)); a singular
+        # density (Beta(c < 1) at +-pi/2) is +inf there, and so is the sum
+        inf_plus, inf_minus = lp_plus == math.inf, lp_minus == math.inf
+        either = inf_plus | inf_minus
+        lse = torch.logaddexp(torch.where(either, 0.0, lp_plus), torch.where(either, 0.0, lp_minus))
+        return torch.where(inf_plus, lp_plus, torch.where(inf_minus, lp_minus, lse))
 
     def log_prob(self, value):
         if self._validate_args:

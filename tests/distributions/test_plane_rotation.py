@@ -335,3 +335,18 @@ def test_entropy_gradient_beta_angle_vs_mpmath(c):
     with mp.workdps(30):
         ref = mp.diff(lambda x: mp.mpf(_mp_beta_angle_reference(x, 10)[0]), c, h=mp.mpf(1e-6))
     assert grad.item() == pytest.approx(float(ref), rel=1e-7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_log_prob_gradients_at_a_singular_end_not_nan(dtype):
+    # Found by the property suite: a float32 draw of a Beta(c < 1) angle whose geodesic
+    # angle rounds onto pi/2 scores +inf (the density is infinite there); logaddexp of
+    # the two angle terms then gave NaN gradients. They are infinities now.
+    c = torch.tensor(0.05, dtype=dtype, requires_grad=True)
+    loc = torch.tensor([[0.0, 1.0], [0.6, 0.8]], dtype=dtype, requires_grad=True)
+    x = torch.tensor([[1.0, 0.0], [0.8, -0.6]], dtype=dtype)  # at pi/2 from loc
+    lp = PlaneRotation(loc, StretchedSymmetricBeta(c)).log_prob(x)
+    # (float64's pi/2 lies below the real one: there the density is finite)
+    assert (lp == math.inf).all() if dtype == torch.float32 else lp.isfinite().all()
+    grads = torch.autograd.grad(lp.sum(), [c, loc])
+    assert not any(g.isnan().any() for g in grads), grads
