@@ -177,7 +177,9 @@ class TruncatedNormal(TorchDistribution):
         no autograd graph is kept, so gradients, double backward and ``create_graph``
         see exactly what an uncached law gives them (``torch.distributions.utils.
         lazy_property`` would cache a graph, freed by the first ``backward``, and never
-        notice an in-place update).
+        notice an in-place update). ``Tensor._version`` is torch's own in-place check for
+        autograd (an update through ``.data`` bypasses both); the tests fail loudly if it
+        stops counting in-place updates.
         """
         params = self._params()
         if _tracing() or any(t.is_inference() for t in params):
