@@ -5,11 +5,10 @@ The reference is a 64-point Gauss-Legendre rule on the offset ``t = z - c`` from
 point ``c`` of ``[alpha, beta]`` nearest the mode (:func:`moments`), exact to rounding
 and differentiable: the closed forms cancel catastrophically in the tails, the variance
 by a factor ``alpha**4``. The entropy's fast path is its closed form, in float64, for
-laws where it does not cancel (intervals at least ``_CF_WIDTH`` standard deviations wide
-reaching within ``_CF_REACH`` of the mode: the variational angle posterior's regime).
+laws where it does not cancel (finite bounds at least one standard deviation apart,
+reaching within five of the mode: the variational angle posterior's regime; chosen by
+:func:`~._truncated_normal_std.choose_paths`).
 """
-
-import math
 
 import numpy as np
 import torch
@@ -20,17 +19,15 @@ from ._truncated_normal_std import _LOG_SQRT_2PI
 _QUAD_NODES, _QUAD_WEIGHTS = np.polynomial.legendre.leggauss(64)
 # Quadrature for the moments covers the offsets where exp(-c t - t^2/2) >= exp(-_QUAD_T).
 _QUAD_T = 40.0
-# The entropy's closed form is used for laws whose interval is at least _CF_WIDTH standard
-# deviations wide and comes within _CF_REACH of the mode (see entropy_closed_form).
-_CF_REACH = 5.0
-_CF_WIDTH = 1.0
 
 
 class _ClosedFormEntropy(torch.autograd.Function):
-    r"""The entropy of truncated normals with finite scalar bounds in the closed form's
-    regime (see :func:`entropy_closed_form`), in float64, as one autograd node.
+    r"""The entropy's fast path: its closed form, in float64, as one autograd node, for
+    laws with finite bounds whose interval is at least one standard deviation wide and
+    reaches within five of the mode (the caller checks).
 
-    In the frame mirrored so that ``lo < hi`` and ``lo <= 0``, with
+    In the frame mirrored so that ``lo < hi`` and ``lo <= 0`` (``x -> -x`` when
+    ``alpha > 0``, which leaves ``H`` unchanged), with
     :math:`r_\ell = \phi(\ell)/Z`, :math:`r_h = \phi(h)/Z` and :math:`t = \ell r_\ell - h r_h`,
 
     .. math::
@@ -44,6 +41,12 @@ class _ClosedFormEntropy(torch.autograd.Function):
     :math:`\partial_\mathrm{low} H = \partial_\alpha H/\sigma`,
     :math:`\partial_\mathrm{high} H = \partial_\beta H/\sigma`. Autograd through the same
     formula takes some thirty nodes.
+
+    Accuracy: ``log Z = log Phi(hi) + log(1 - Phi(lo)/Phi(hi))`` takes no cancellation
+    from ``Phi`` rounding to 1, and the terms of ``H`` are at most ~c^2 + 3
+    (``|x| phi(x) / Z`` is about ``|x|`` times the normal hazard there), so with
+    ``|c| <= 5`` and a width of at least one standard deviation (``Phi(lo)/Phi(hi)``
+    well below 1) the absolute error stays within a few dozen float64 ulps.
     """
 
     @staticmethod
@@ -119,48 +122,3 @@ def entropy_quadrature(p):
     ``H = log I0 + E[c t + t^2/2] + log scale``, from ``p(t) = exp(-c t - t^2/2) / I0``."""
     mean, var, i0 = moments(p)
     return torch.log(i0) + p.c * mean + 0.5 * (var + mean.square()) + torch.log(p.scale)
-
-
-@torch.no_grad()
-def closed_form_regime(loc, scale, low, high):
-    """Where the entropy's closed form is accurate: intervals at least ``_CF_WIDTH``
-    standard deviations wide reaching within ``_CF_REACH`` of the mode."""
-    alpha, beta = (low - loc) / scale, (high - loc) / scale
-    near = torch.maximum(alpha, -beta).clamp(min=0.0)  # |c|, c nearest 0 in [alpha, beta]
-    return (near <= _CF_REACH) & ((high - low) / scale >= _CF_WIDTH)
-
-
-def entropy_closed_form(loc, scale, low, high, closed):
-    r"""The closed form, valid (finite, with finite gradients) where ``closed``.
-
-    .. math:: H = \tfrac12 + \log(\sqrt{2\pi}\,\sigma Z)
-              + \frac{\alpha\phi(\alpha) - \beta\phi(\beta)}{2Z},
-
-    in float64 and in the mirrored frame (``x -> -x`` when ``alpha > 0``, which
-    leaves ``H`` unchanged), so that ``log Z = log Phi(hi) + log(1 - Phi(lo)/Phi(hi))``
-    takes no cancellation from ``Phi`` rounding to 1. Its terms are at most ~c^2 + 3
-    (``|x| phi(x) / Z`` is about ``|x|`` times the normal hazard there), so with
-    ``|c| <= 5`` and a width of at least one standard deviation (``Phi(lo)/Phi(hi)``
-    well below 1) the absolute error stays within a few dozen float64 ulps. Laws
-    outside ``closed`` get stand-in bounds ``(-1, 1)``: their values are discarded.
-    :class:`_ClosedFormEntropy` is the same formula as one autograd node, for finite
-    scalar bounds.
-    """
-    dtype = loc.dtype
-    loc, scale, low, high = (t.double() for t in (loc, scale, low, high))
-    low_inf, high_inf = low == -math.inf, high == math.inf
-    # finite stand-ins for infinite bounds (their terms are set to 0 below)
-    low = torch.where(closed & ~low_inf, low, loc - scale)
-    high = torch.where(closed & ~high_inf, high, loc + scale)
-    alpha, beta = (low - loc) / scale, (high - loc) / scale
-    flip = alpha > 0
-    lo, hi = torch.where(flip, -beta, alpha), torch.where(flip, -alpha, beta)
-    lo_inf, hi_inf = torch.where(flip, high_inf, low_inf), torch.where(flip, low_inf, high_inf)
-    log_lo = torch.where(lo_inf, -math.inf, torch.special.log_ndtr(lo))
-    log_hi = torch.where(hi_inf, 0.0, torch.special.log_ndtr(hi))
-    log_z = log_hi + torch.log(-torch.expm1(log_lo - log_hi))
-    # x phi(x) / Z, in log space where phi underflows; 0 at infinite bounds
-    t_lo = torch.where(lo_inf, 0.0, lo * torch.exp(-0.5 * lo * lo - _LOG_SQRT_2PI - log_z))
-    t_hi = torch.where(hi_inf, 0.0, hi * torch.exp(-0.5 * hi * hi - _LOG_SQRT_2PI - log_z))
-    h = 0.5 + _LOG_SQRT_2PI + torch.log(scale) + log_z + 0.5 * (t_lo - t_hi)
-    return h.to(dtype)

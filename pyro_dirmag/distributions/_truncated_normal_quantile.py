@@ -22,11 +22,11 @@ import torch
 from .._autograd import first_order_only
 from ._normal_tails import _DEEP_TAIL, _LOG_S_COEFFS, ndtri_exp, ndtri_pair, tail_offset
 from ._truncated_normal_std import (
-    _FAST_REACH,
     _fast,
     _scalar,
     _select,
     _tracing,
+    choose_paths,
     log_prob_std,
     standardize,
 )
@@ -57,13 +57,19 @@ class _ImplicitICDF(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u, w, reflected, loc, scale, low, high):
-        # Standardized from the tensors (not passed in) so that a jit trace stays live.
-        p = standardize(loc.detach(), scale.detach(), low.detach(), high.detach())
-        # Draws (reflected=True) from laws whose interval comes within _FAST_REACH standard
-        # deviations of the mode take the short backward (see _near_mode_backward), which
-        # needs the standardized root kept from the forward.
-        ctx.near_mode = reflected and not ctx.needs_input_grad[0] and _near_mode(p)
+    def forward(ctx, u, w, reflected, per_law, loc, scale, low, high):
+        # per_law: the laws' (paths, detached standardization), cached by the distribution;
+        # None under a jit trace, where they are computed here from the tensors so that
+        # the trace stays live (non-tensor arguments of a Function are baked in).
+        if per_law is None:
+            params = (loc.detach(), scale.detach(), low.detach(), high.detach())
+            paths = choose_paths(*params)
+            p = standardize(*params, paths)
+        else:
+            paths, p = per_law
+        # Draws (reflected=True) take the fast backward when the paths allow it (see
+        # near_mode_backward); it needs the standardized root kept from the forward.
+        ctx.near_mode = reflected and not ctx.needs_input_grad[0] and paths.rsample_backward
         x, offset, z = icdf_nograd(u, w, reflected, p, keep_std=ctx.near_mode)
         ctx.reflected = reflected
         # The per-law quantities (shaped like the compact parameters) for the backward.
@@ -81,13 +87,13 @@ class _ImplicitICDF(torch.autograd.Function):
             grad_u, grads = None, near_mode_backward(ctx.p, grad, z, u, w)
         else:
             grad_u, *grads = icdf_backward(
-                ctx.p, grad, x, u, w, offset, ctx.reflected, need[0], need[3:]
+                ctx.p, grad, x, u, w, offset, ctx.reflected, need[0], need[4:]
             )
         grads = [
             g.sum_to_size(param.shape) if n else None
-            for g, param, n in zip(grads, params, need[3:], strict=True)
+            for g, param, n in zip(grads, params, need[4:], strict=True)
         ]
-        return (grad_u, None, None, *grads)
+        return (grad_u, None, None, None, *grads)
 
 
 def _axpy(x, a, b):
@@ -95,11 +101,6 @@ def _axpy(x, a, b):
     if torch.is_tensor(a) and torch.is_tensor(b):
         return torch.addcmul(b, x, a)
     return torch.mul(x, a).add_(b)
-
-
-def _near_mode(p):
-    """Whether every law's interval comes within ``_FAST_REACH`` of its mode."""
-    return _fast() and bool((p.c.abs() <= _FAST_REACH).all())
 
 
 @torch.no_grad()

@@ -1,19 +1,27 @@
 r"""
 Standardization of :class:`~pyro_dirmag.distributions.TruncatedNormal`: the per-law
 quantities (standardized bounds, log normalizer, reflection masks) that every operation
-starts from, and the switch between the reference paths and the fast paths
-(:func:`~pyro_dirmag.distributions.truncated_normal.fast_paths`), decided in :func:`_fast`.
+starts from, the switch between the reference paths and the fast paths
+(:func:`~pyro_dirmag.distributions.truncated_normal.fast_paths`), and the one function
+that chooses a batch's fast paths (:func:`choose_paths`).
 
 Every law is reflected into the left tail (``x -> -x`` when ``alpha > 0``); with ``c``
 the point of ``[alpha, beta]`` nearest 0, ``log Z = s + log phi(c)`` where ``s`` comes from
-:func:`~pyro_dirmag.distributions._normal_tails.log_ndtr_diff` (the reference), or, for
-finite scalar bounds reaching near every mode, from differences of ``erf``/``erfc``
-(the fast path, :func:`std_near_mode`).
+:func:`~pyro_dirmag.distributions._normal_tails.log_ndtr_diff` (the reference,
+:func:`_std_reference`), or, for finite scalar bounds reaching near every mode, from
+differences of ``erf``/``erfc`` (the fast path, :func:`_std_near_mode`).
+
+Besides the fast paths, some steps skip work whose result is known: a ``torch.where``
+whose mask is uniform over the batch evaluates one side (:func:`_select`), one-element
+parameters enter kernels as Python numbers (:func:`_scalar`). These give the same values
+and are not paths; they are off with the fast paths, so that ``fast_paths(False)`` runs
+the plain reference.
 """
 
 import contextlib
 import math
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import torch
 
@@ -54,7 +62,8 @@ def fast_paths(enabled):
 
 
 def _fast():
-    """Whether fast paths may be taken: the one place that decides (see :func:`fast_paths`)."""
+    """Whether fast paths may be taken (see :func:`fast_paths`); which ones a batch takes,
+    :func:`choose_paths` decides."""
     return _FAST_PATHS[0] and not torch.jit.is_tracing()
 
 
@@ -119,12 +128,71 @@ def _straddling_mass(alpha, beta):
     return 0.5 * (torch.erf(_SQRT1_2 * beta) + torch.erf(-_SQRT1_2 * alpha))
 
 
-def standardize(loc, scale, low, high):
-    """``_std`` of the (compact) parameters ``loc, scale, low, high``: the fast path
-    :meth:`_std_near_mode` where it applies, else the reference below."""
-    p = std_near_mode(loc, scale, low, high)
-    if p is not None:
-        return p
+class Paths(NamedTuple):
+    """Which fast paths a batch of laws takes (see :func:`choose_paths`)."""
+
+    #: standardization by ``erf``/``erfc`` differences (:func:`_std_near_mode`) instead
+    #: of the log-space reference (:func:`_std_reference`)
+    std: bool
+    #: entropy in closed form (``_ClosedFormEntropy``) instead of the quadrature
+    entropy: bool
+    #: ``rsample``'s gradients from four batch sums per law (``near_mode_backward``)
+    #: instead of the log-space Jacobians (``icdf_backward``)
+    rsample_backward: bool
+    #: every interval straddles its mode (``c = 0``): operations skip the reflection
+    #: and the one-sided terms, which there are identities (not a path: same values)
+    straddling: bool
+
+
+REFERENCE = Paths(std=False, entropy=False, rsample_backward=False, straddling=False)
+
+
+@torch.no_grad()
+def choose_paths(loc, scale, low, high):
+    """The one place that chooses the fast paths of a batch of laws, given its (compact)
+    parameters: :data:`REFERENCE` when :func:`fast_paths` is off or under a trace.
+
+    With ``c`` the point of ``[alpha, beta]`` nearest the mode and ``w = beta - alpha``:
+
+    * ``std`` and ``entropy``: finite scalar bounds, and every law with ``|c| <= 5`` and
+      ``w >= 1`` (where neither the ``erfc`` difference nor the closed-form entropy
+      cancels), or straddling its mode (``c = 0``: ``std`` only, any width);
+    * ``rsample_backward``: every law with ``|c| <= 5`` (any bounds).
+
+    One host synchronization for the batch: the quantities are computed once per law
+    and cached by :class:`~pyro_dirmag.distributions.TruncatedNormal`.
+    """
+    if not _fast():
+        return REFERENCE
+    alpha, beta = (low - loc) / scale, (high - loc) / scale
+    near_c = torch.maximum(alpha, -beta).clamp(min=0.0)  # |c|
+    near = near_c <= _FAST_REACH
+    wide = (high - low) / scale >= 1.0
+    straddling = near_c == 0
+    flags = torch.stack(
+        [(straddling | (near & wide)).all(), (near & wide).all(), near.all(), straddling.all()]
+    ).tolist()
+    finite = _finite_scalars(low, high)
+    return Paths(
+        std=finite and flags[0],
+        entropy=finite and flags[1],
+        rsample_backward=flags[2],
+        straddling=finite and flags[3],
+    )
+
+
+def standardize(loc, scale, low, high, paths):
+    """The per-law quantities of the (compact) parameters ``loc, scale, low, high``: the
+    fast path :func:`_std_near_mode` if ``paths.std``, else the reference
+    :func:`_std_reference`."""
+    if paths.std:
+        return _std_near_mode(loc, scale, low, high, paths.straddling)
+    return _std_reference(loc, scale, low, high)
+
+
+def _std_reference(loc, scale, low, high):
+    """Standardization of every law, in log space
+    (:func:`~pyro_dirmag.distributions._normal_tails.log_ndtr_diff`)."""
     low_inf, high_inf = low == -math.inf, high == math.inf
     low_f = torch.where(low_inf, 0.0, low)
     high_f = torch.where(high_inf, 0.0, high)
@@ -141,66 +209,47 @@ def standardize(loc, scale, low, high):
     )  # fmt: skip
 
 
-def std_near_mode(loc, scale, low, high):
-    """The fast path of ``_standardize``, or ``None``: finite scalar bounds around
-    every law's mode (:func:`_std_straddling`), or reaching near it
-    (:func:`_std_one_sided`)."""
-    if not _finite_scalars(low, high):
-        return None
-    if all_within(loc, low, high):
-        return _std_straddling(loc, scale, low, high)
-    return _std_one_sided(loc, scale, low, high)
-
-
-def _std_straddling(loc, scale, low, high):
-    """``_std`` for finite scalar bounds around every law's mode (``alpha <= 0 <= beta``,
-    the angle posterior's usual regime): no infinite bound, reflection or one-sided
-    interval to handle, so a third of the operations (they dominate small batches).
-    ``Phi(beta) - Phi(alpha)`` is the sum of two nonnegative terms, exact as in
-    ``log_ndtr_diff``."""
-    alpha = _sub_div(low, loc, scale)
-    beta = _sub_div(high, loc, scale)
-    s = torch.log(_straddling_mass(alpha, beta)) + _LOG_SQRT_2PI
-    no = torch.zeros((), dtype=torch.bool, device=loc.device)
-    zero = torch.zeros_like(s)
-    return SimpleNamespace(
-        loc=loc, scale=scale, low=low, high=high, low_f=low, high_f=high,
-        low_inf=no, high_inf=no, alpha=alpha, beta=beta, width=(high - low) / scale,
-        flip=zero > 0, left=zero > 0, s=s, c=zero, d=torch.full_like(s, -math.inf),
-        log_z=s - _LOG_SQRT_2PI, straddling=True, finite=True,
-    )  # fmt: skip
-
-
-def _std_one_sided(loc, scale, low, high):
-    """``_std`` for finite scalar bounds (the caller checks) when every law's interval is
-    at least one standard deviation wide and reaches within ``_FAST_REACH`` of its
-    mode, some from one side (e.g. angle posteriors with a negative ``mu``); ``None``
-    otherwise.
+def _std_near_mode(loc, scale, low, high, straddling):
+    """Standardization of laws with finite scalar bounds, each straddling its mode or at
+    least one standard deviation wide and reaching within ``_FAST_REACH`` of it (the
+    caller, :func:`choose_paths`, checks).
 
     Mirrored to the left of 0, ``Z = (erfc(-y/sqrt2) - erfc(-x/sqrt2))/2`` for the
     one-sided laws: with ``|c| <= 5`` nothing underflows, and a width of one standard
     deviation keeps the second term below ``e^-1/2`` of the first, so the difference
     loses under 2 bits (the general path's erfcx series is for the deep tails).
+    Straddling laws take ``Phi(beta) - Phi(alpha)`` as a sum of two nonnegative terms,
+    exact however narrow. When every law straddles (``straddling``), the reflection and
+    the one-sided terms are identities and are skipped (a third of the operations:
+    they dominate small batches).
     """
     alpha = _sub_div(low, loc, scale)
     beta = _sub_div(high, loc, scale)
     width = (high - low) / scale
-    right = alpha > 0
-    c = torch.where(right, alpha, torch.clamp(beta, max=0.0))
-    if not bool((c.abs().amax() <= _FAST_REACH) & (width.amin() >= 1.0)):
-        return None
-    xl = torch.where(right, -beta, alpha)
-    yl = torch.where(right, -alpha, beta)
-    left = yl <= 0
-    one_sided = 0.5 * (torch.erfc(-_SQRT1_2 * yl) - torch.erfc(-_SQRT1_2 * xl))
-    log_mass = torch.log(torch.where(left, one_sided, _straddling_mass(alpha, beta)))
-    s = log_mass + 0.5 * c * c + _LOG_SQRT_2PI  # log Z = s + log phi(c)
     no = torch.zeros((), dtype=torch.bool, device=loc.device)
+    if straddling:
+        log_mass = torch.log(_straddling_mass(alpha, beta))
+        c = torch.zeros_like(log_mass)
+        right = left = c > 0
+    else:
+        right = alpha > 0
+        c = torch.where(right, alpha, torch.clamp(beta, max=0.0))
+        xl = torch.where(right, -beta, alpha)
+        yl = torch.where(right, -alpha, beta)
+        left = yl <= 0
+        one_sided = 0.5 * (torch.erfc(-_SQRT1_2 * yl) - torch.erfc(-_SQRT1_2 * xl))
+        log_mass = torch.log(torch.where(left, one_sided, _straddling_mass(alpha, beta)))
+    if straddling:
+        # log Z formed as the reference forms it (its straddling branch), to the bit
+        s = log_mass + _LOG_SQRT_2PI
+        log_mass = s - _LOG_SQRT_2PI
+    else:
+        s = log_mass + 0.5 * c * c + _LOG_SQRT_2PI
     return SimpleNamespace(
         loc=loc, scale=scale, low=low, high=high, low_f=low, high_f=high,
         low_inf=no, high_inf=no, alpha=alpha, beta=beta, width=width,
         flip=right, left=left, s=s, c=c, d=torch.full_like(s, -math.inf),
-        log_z=log_mass, straddling=False, finite=True,
+        log_z=log_mass, straddling=straddling, finite=True,
     )  # fmt: skip
 
 

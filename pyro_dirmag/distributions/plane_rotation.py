@@ -12,6 +12,7 @@ from ._sphere import (
     log_sphere_area,
     rotate_to_random_tangent,
 )
+from .stretched_symmetric_beta import StretchedSymmetricBeta
 
 _EMPTY = torch.Size()
 
@@ -87,10 +88,12 @@ class PlaneRotation(TorchDistribution):
         returns ``-inf`` there.
 
     .. note:: :meth:`entropy` and :attr:`mean` use a 512-point Gauss-Legendre rule
-        over the angle: in the quantile when the angle law has ``icdf`` (e.g.
-        ``TruncatedNormal``, ``Uniform``: accurate however narrow the law), else in the
-        angle itself, accurate unless the law is concentrated on an interval much
-        narrower than ~1/100 of its support.
+        over the angle: for a :class:`StretchedSymmetricBeta` angle in variables that
+        take away its endpoint singularities (any ``concentration``, see
+        :meth:`StretchedSymmetricBeta.abs_quadrature`); in the quantile when the angle
+        law has ``icdf`` (e.g. ``TruncatedNormal``, ``Uniform``: accurate however narrow
+        the law); else in the angle itself, accurate unless the law is concentrated on
+        an interval much narrower than ~1/100 of its support.
 
     **References:**
 
@@ -209,7 +212,12 @@ class PlaneRotation(TorchDistribution):
         lp_minus = self.angle.log_prob(torch.where(ok_minus, -theta, safe))
         lp_plus = torch.where(ok_plus, lp_plus, neg_inf)
         lp_minus = torch.where(ok_minus, lp_minus, neg_inf)
-        return torch.logaddexp(lp_plus, lp_minus)
+        # logaddexp's gradient is NaN at an infinite term (exp(inf - inf)); a singular
+        # density (Beta(c < 1) at +-pi/2) is +inf there, and so is the sum
+        inf_plus, inf_minus = lp_plus == math.inf, lp_minus == math.inf
+        either = inf_plus | inf_minus
+        lse = torch.logaddexp(torch.where(either, 0.0, lp_plus), torch.where(either, 0.0, lp_minus))
+        return torch.where(inf_plus, lp_plus, torch.where(inf_minus, lp_minus, lse))
 
     def log_prob(self, value):
         if self._validate_args:
@@ -232,12 +240,18 @@ class PlaneRotation(TorchDistribution):
         densities of :math:`|\epsilon|`, such that :math:`E[g(|\epsilon|)] \approx
         \sum_i p_i g(t_i)`.
 
-        If the angle law has an ``icdf``, Gauss-Legendre nodes in the quantile
+        A :class:`StretchedSymmetricBeta` angle gives its own rule
+        (:meth:`StretchedSymmetricBeta.abs_quadrature`). Else, if the angle law has an
+        ``icdf``, Gauss-Legendre nodes in the quantile
         :math:`u \in (0, 1)` (``t = |icdf(u)|``, ``p`` = the weights): accurate however
         narrow the law. Otherwise Gauss-Legendre nodes in ``t`` over the support of
         :math:`|\epsilon|`, split at the kink :math:`\min(-low, high)` of :math:`f`
         when the law straddles 0, with ``p = w f(t)``.
         """
+        if isinstance(self.angle, StretchedSymmetricBeta):
+            # its own rule, substituted to handle the singular density of c < 1
+            shape = (num_points,) + self.batch_shape
+            return tuple(q.expand(shape) for q in self.angle.abs_quadrature(num_points))
         zero = self.loc.new_zeros(self.batch_shape)
         try:
             u, w = gauss_legendre(zero, zero + 1, num_points)

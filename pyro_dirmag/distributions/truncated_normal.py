@@ -15,20 +15,13 @@ from torch.distributions.utils import broadcast_all
 from .._shapes import broadcast_size, shape_mismatch
 from ._normal_tails import log_ndtr_diff
 from ._support import all_within
-from ._truncated_normal_moments import (
-    _ClosedFormEntropy,
-    closed_form_regime,
-    entropy_closed_form,
-    entropy_quadrature,
-    moments,
-)
+from ._truncated_normal_moments import _ClosedFormEntropy, entropy_quadrature, moments
 from ._truncated_normal_quantile import _ImplicitICDF
 from ._truncated_normal_std import (
     _compact,
     _fast,
-    _finite_scalars,
-    _select,
     _tracing,
+    choose_paths,
     fast_paths,
     log_prob_std,
     standardize,
@@ -70,7 +63,9 @@ class TruncatedNormal(TorchDistribution):
     parameters as given, before broadcasting, and on the originals of an ``expand``-ed
     law (stride-0 dimensions of parameter tensors are dropped too): many copies of few
     laws, e.g. ``d.expand((batch, units))``, cost per draw what ``d.rsample((batch,))``
-    does, in the forward and the backward pass alike.
+    does, in the forward and the backward pass alike. They are computed once per law
+    (and shared with expanded copies) for sampling, quantiles and densities that need
+    no gradient; differentiable ones are formed per call (see ``_per_law``).
 
     Example::
 
@@ -81,12 +76,17 @@ class TruncatedNormal(TorchDistribution):
         the offset from the mode of the truncated density (exact to rounding and
         differentiable): the closed forms cancel catastrophically in the tails, the
         variance by a factor ``alpha**4`` (scipy's is negative 1000 sd out). The
-        entropy takes its closed form, in float64, where it does not cancel (intervals
-        at least one standard deviation wide reaching within 5 of the mode: the
-        variational angle posterior's regime).
+        entropy takes its closed form, in float64, when every law of the batch lies
+        where it does not cancel (finite scalar bounds, intervals at least one standard
+        deviation wide reaching within 5 of the mode: the variational angle
+        posterior's regime).
 
-    .. note:: Each operation has one reference path and at most one fast path for
-        batches that qualify (finite scalar bounds near the mode), switched in one place:
+    .. note:: Each operation has one reference path, valid for every law, and at most
+        one fast path, taken by a batch whose laws all qualify: the standardization
+        (``erf``/``erfc`` differences for finite scalar bounds near the mode), the
+        entropy (the closed form) and the gradients of ``rsample`` (four batch sums per
+        law near the mode). One function chooses them per batch of laws
+        (``_truncated_normal_std.choose_paths``);
         ``with pyro_dirmag.distributions.truncated_normal.fast_paths(False):`` runs the
         reference paths only (the tests compare the two through it).
 
@@ -130,6 +130,8 @@ class TruncatedNormal(TorchDistribution):
             else torch.as_tensor(p, dtype=b.dtype, device=b.device)
             for p, b in zip((loc, scale, low, high), self._params_full(), strict=True)
         )
+        # per-law quantities, shared with expanded copies (see _per_law)
+        self._cache = {}
         super().__init__(self.loc.shape, validate_args=validate_args)
         if self._validate_args and not torch.all(self.low < self.high):
             raise ValueError(
@@ -148,6 +150,7 @@ class TruncatedNormal(TorchDistribution):
         for name in ("loc", "scale", "low", "high"):
             setattr(new, name, getattr(self, name).expand(batch_shape))
         new._compact = self._params()  # they broadcast to batch_shape
+        new._cache = self._cache  # the same laws: their per-law quantities are shared
         super(TruncatedNormal, new).__init__(batch_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -163,15 +166,53 @@ class TruncatedNormal(TorchDistribution):
         """``t`` (computed from compact parameters) broadcast to ``shape + batch_shape``."""
         return t.expand(broadcast_size(t.shape, shape, self.batch_shape))
 
-    def _std(self, detach=False):
+    def _per_law(self):
+        """The laws' fast paths and their detached standardization (standardized bounds,
+        normalizer, masks), shaped like the compact parameters; ``None`` under a trace.
+
+        Computed once per law: cached on the instance (and shared with its expanded
+        copies), keyed by the parameters' version counters and the :func:`fast_paths`
+        switch, so that an in-place update of a parameter (an optimizer step on a law
+        kept across steps) recomputes them. Only detached tensors and flags are cached:
+        no autograd graph is kept, so gradients, double backward and ``create_graph``
+        see exactly what an uncached law gives them (``torch.distributions.utils.
+        lazy_property`` would cache a graph, freed by the first ``backward``, and never
+        notice an in-place update). ``Tensor._version`` is torch's own in-place check for
+        autograd (an update through ``.data`` bypasses both); the tests fail loudly if it
+        stops counting in-place updates.
+        """
+        params = self._params()
+        if _tracing() or any(t.is_inference() for t in params):
+            return None  # (inference tensors have no version counter)
+        key = (_fast(), *(t._version for t in params))
+        cached = self._cache.get("per_law")
+        if cached is None or cached[0] != key:
+            detached = tuple(t.detach() for t in params)
+            paths = choose_paths(*detached)
+            cached = (key, (paths, standardize(*detached, paths)))
+            self._cache["per_law"] = cached
+        return cached[1]
+
+    def _paths(self):
+        per_law = self._per_law()
+        return choose_paths(*self._params()) if per_law is None else per_law[0]
+
+    def _std(self):
         """Standardized bounds and the normalizer, free of inf * 0 in their gradients.
 
-        Shaped like the compact parameters (see ``__init__``), not the batch.
+        Shaped like the compact parameters (see ``__init__``), not the batch. The cached
+        detached ones when no gradient is asked for; else computed anew on the parameters
+        (a cached differentiable copy would tie every call to the autograd graph of the
+        first: freed by its ``backward``, and wrong after an in-place update).
         """
-        loc, scale, low, high = self._params()
-        if detach:
-            loc, scale, low, high = loc.detach(), scale.detach(), low.detach(), high.detach()
-        return standardize(loc, scale, low, high)
+        params = self._params()
+        per_law = self._per_law()
+        if per_law is not None and not (
+            torch.is_grad_enabled() and any(t.requires_grad for t in params)
+        ):
+            return per_law[1]
+        paths = choose_paths(*params) if per_law is None else per_law[0]
+        return standardize(*params, paths)
 
     def log_prob(self, value):
         inside = None
@@ -227,7 +268,7 @@ class TruncatedNormal(TorchDistribution):
                 raise ValueError(f"Expected icdf value in [0, 1], found {value}")
         shape = broadcast_size(value.shape, self.batch_shape)
         value = value.expand(shape)
-        x = _ImplicitICDF.apply(value, 1 - value.detach(), False, *self._params())
+        x = _ImplicitICDF.apply(value, 1 - value.detach(), False, self._per_law(), *self._params())
         # the ends exactly (the solvers land within an ulp or two of them)
         _, _, low, high = self._params()
         return torch.where(value == 0, low, torch.where(value == 1, high, x))
@@ -242,7 +283,7 @@ class TruncatedNormal(TorchDistribution):
         half = torch.finfo(r.dtype).eps / 4
         w = torch.rsub(r, 1).sub_(half)
         u = r.add_(half)
-        return _ImplicitICDF.apply(u, w, True, *self._params())
+        return _ImplicitICDF.apply(u, w, True, self._per_law(), *self._params())
 
     def _moments(self):
         p = self._std()
@@ -259,19 +300,7 @@ class TruncatedNormal(TorchDistribution):
         return self._full(p.scale.square() * var)
 
     def entropy(self):
-        # reference: the quadrature; fast path: the closed form where it is accurate, as
-        # one float64 autograd node when every law qualifies with finite scalar bounds
-        if not _fast():
-            return self._full(self._entropy_quad())
-        loc, scale, low, high = self._params()
-        closed = closed_form_regime(loc, scale, low, high)
-        if _finite_scalars(low, high) and bool(closed.all()):
-            return self._full(_ClosedFormEntropy.apply(loc, scale, low, high))
-        h = _select(closed, lambda: self._entropy_cf(closed), self._entropy_quad)
-        return self._full(h)
-
-    def _entropy_quad(self):
-        return entropy_quadrature(self._std())
-
-    def _entropy_cf(self, closed):
-        return entropy_closed_form(*self._params(), closed)
+        # reference: the quadrature; fast path: the closed form (see choose_paths)
+        if self._paths().entropy:
+            return self._full(_ClosedFormEntropy.apply(*self._params()))
+        return self._full(entropy_quadrature(self._std()))

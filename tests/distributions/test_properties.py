@@ -506,11 +506,14 @@ def check_entropy_monte_carlo(d, h, num_samples=2000):
     assert ((h - estimate).abs() <= tol).all(), (h, estimate, se)
 
 
-def _singular_beta(angle):
-    """A Beta angle with c < 1: its density is singular at +-pi/2, where PlaneRotation's
-    quadrature in the angle (no icdf) is too coarse (see
-    test_plane_rotation_entropy_of_singular_beta_angle)."""
-    return isinstance(angle, StretchedSymmetricBeta) and bool((angle.concentration < 1).any())
+def _unresolved_beta(angle):
+    """A Beta angle with c < 0.1 (c < 0.5 in float32): a share of its mass lies closer
+    to +-pi/2 than the dtype resolves, so the (clamped) draws cannot estimate its
+    entropy. (Its entropy is checked against mpmath in test_plane_rotation.py.)"""
+    if not isinstance(angle, StretchedSymmetricBeta):
+        return False
+    c = angle.concentration
+    return bool((c < (0.5 if c.dtype == torch.float32 else 0.1)).any())
 
 
 def check_sphere_samples(d, x, dtype):
@@ -539,7 +542,7 @@ def check_plane_rotation(data):
     assert h.shape == d.batch_shape and mean.shape == d.batch_shape + (n,)
     assert not h.isnan().any() and mean.isfinite().all()
     assert (mean.double().norm(dim=-1) <= 1 + 10 * RTOL[dtype]).all()
-    if not _singular_beta(angle):
+    if not _unresolved_beta(angle):
         check_entropy_monte_carlo(d, h)
     params = [loc] + _angle_params(angle)
     check_no_nan_grads(d.rsample(sample_shape), params)
@@ -547,14 +550,9 @@ def check_plane_rotation(data):
     check_no_nan_grads(d.mean, params)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: PlaneRotation.entropy integrates the angle's density by "
-    "Gauss-Legendre in the angle, which misses Beta(c < 1)'s endpoint singularities "
-    "(for c = 0.1, 14 % of the mass lies within 1e-8 of +-pi/2)",
-)
 @pytest.mark.parametrize("c", [0.1, 0.3])
 def test_plane_rotation_entropy_of_singular_beta_angle(c):
+    # (a Gauss-Legendre rule in the angle missed the singular ends: 4.3 nats off at c = 0.1)
     torch.manual_seed(0)
     loc = unit_vectors((), 3, torch.float64, seed=0)
     d = PlaneRotation(loc, StretchedSymmetricBeta(torch.tensor(c, dtype=torch.float64)))

@@ -624,29 +624,48 @@ def test_angle_posterior_pathwise_gradient_of_mean(dtype):
         torch.testing.assert_close(mc[:, i], exact[:, i], rtol=0, atol=tol)
 
 
+def _takes(t, node):
+    """Whether the autograd graph of ``t`` holds a node named ``node`` (which path ran)."""
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if type(fn).__name__ == node:
+            return True
+        todo.extend(f for f, _ in fn.next_functions)
+    return False
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_angle_posterior_entropy_closed_form_and_quadrature(dtype):
-    # laws taking the closed form (first three, last but one) and the quadrature, mixed
+    # laws in the closed form's regime (indices 0, 1, 2, 6) and out of it, mixed: both
+    # paths against scipy, and the closed form (fast path) against the quadrature
+    # (reference, fast_paths(False)) in values and gradients
     locs = [0.0, 0.7, 2.5, -0.4, 1.0, -3.0, 1.6, 4.0]
     scales = [0.05, 0.3, 0.2, 0.02, 5.0, 0.05, 0.01, 0.1]
-    d, loc, scale = _angle_law(locs, scales, dtype, requires_grad=True)
-    h, quad = d.entropy(), d._entropy_quad()
+    closed = [0, 1, 2, 6]
     tol = 1e-5 if dtype == torch.float32 else 1e-12
-    torch.testing.assert_close(h, quad, rtol=0, atol=tol)
-    for loc_i, scale_i, h_i in zip(locs, scales, h.tolist(), strict=True):
-        a, b = -loc_i / scale_i, (HALF_PI - loc_i) / scale_i
-        if a > 8 or b < -8:
-            continue  # scipy's entropy loses all precision with both bounds in one tail
-        ref = scipy.stats.truncnorm(a, b, loc_i, scale_i).entropy()
-        assert h_i == pytest.approx(ref, abs=10 * tol), (loc_i, scale_i)
-    g = torch.autograd.grad(h.sum(), [loc, scale])
-    g_quad = torch.autograd.grad(d._entropy_quad().sum(), [loc, scale])
     gtol = 1e-3 if dtype == torch.float32 else 1e-9
-    torch.testing.assert_close(g, g_quad, rtol=gtol, atol=gtol)
-    # a batch all in the closed form's regime skips the quadrature; it agrees with it
-    d, _, _ = _angle_law(locs[:3], scales[:3], dtype)
-    torch.testing.assert_close(d.entropy(), d._entropy_quad(), rtol=0, atol=tol)
-    assert d.expand((4, 3)).entropy().shape == (4, 3)
+    for idx in (range(len(locs)), closed):
+        d, loc, scale = _angle_law([locs[i] for i in idx], [scales[i] for i in idx], dtype, True)
+        h = d.entropy()
+        assert _takes(h, "_ClosedFormEntropyBackward") == (idx == closed)
+        with tn_module.fast_paths(False):
+            quad = d.entropy()
+        assert not _takes(quad, "_ClosedFormEntropyBackward")
+        torch.testing.assert_close(h, quad, rtol=0, atol=tol)
+        for i, h_i in zip(idx, h.tolist(), strict=True):
+            a, b = -locs[i] / scales[i], (HALF_PI - locs[i]) / scales[i]
+            if a > 8 or b < -8:
+                continue  # scipy's entropy loses all precision with both bounds in one tail
+            ref = scipy.stats.truncnorm(a, b, locs[i], scales[i]).entropy()
+            assert h_i == pytest.approx(ref, abs=10 * tol), (locs[i], scales[i])
+        g = torch.autograd.grad(h.sum(), [loc, scale])
+        g_quad = torch.autograd.grad(quad.sum(), [loc, scale])
+        torch.testing.assert_close(g, g_quad, rtol=gtol, atol=gtol)
+    assert d.expand((4, len(closed))).entropy().shape == (4, len(closed))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -755,17 +774,19 @@ def test_one_sided_near_laws_match_general_path(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_entropy_finite_bounds_matches_general_closed_form(dtype):
+def test_closed_form_entropy_matches_quadrature(dtype):
     # one-sided and straddling laws within the closed form's regime, finite bounds: the
-    # one-node entropy with hand-written gradients against autograd on the general form
+    # one-node closed form with hand-written gradients (fast path) against autograd
+    # through the quadrature (reference)
     locs = [-0.1, 1.7, -0.0005, 0.4, 1.8, -0.02, -0.5]
     scales = [0.05, 0.1, 0.3, 0.2, 0.4, 1.0, 0.2]
     d, loc, scale = _angle_law(locs, scales, dtype, requires_grad=True)
-    closed = torch.ones(len(locs), dtype=torch.bool)
     fast = d.entropy()
-    slow = d._entropy_cf(closed)
+    with tn_module.fast_paths(False):
+        slow = d.entropy()
+    assert _takes(fast, "_ClosedFormEntropyBackward")
+    assert not _takes(slow, "_ClosedFormEntropyBackward")
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-14 if dtype == torch.float64 else 1e-6)
-    torch.testing.assert_close(fast, d._entropy_quad(), rtol=0, atol=1e-5)
     w = torch.linspace(-1.0, 2.0, len(locs), dtype=dtype)
     g_fast = torch.autograd.grad((fast * w).sum(), [loc, scale])
     g_slow = torch.autograd.grad((slow * w).sum(), [loc, scale])
@@ -774,14 +795,19 @@ def test_entropy_finite_bounds_matches_general_closed_form(dtype):
 
 
 def test_closed_form_entropy_gradcheck():
-    # all four parameters, float64, against finite differences
+    # all four parameters, float64, against finite differences, through the public class
     args = [
         torch.tensor([-0.1, 0.3, 1.8], dtype=torch.float64, requires_grad=True),
         torch.tensor([0.05, 0.4, 0.3], dtype=torch.float64, requires_grad=True),
         torch.tensor(0.0, dtype=torch.float64, requires_grad=True),
         torch.tensor(HALF_PI, dtype=torch.float64, requires_grad=True),
     ]
-    assert torch.autograd.gradcheck(tn_module._ClosedFormEntropy.apply, tuple(args))
+
+    def entropy(*params):
+        return TruncatedNormal(*params).entropy()
+
+    assert _takes(entropy(*args), "_ClosedFormEntropyBackward")
+    assert torch.autograd.gradcheck(entropy, tuple(args))
 
 
 def test_near_mode_backward_keeps_precision_far_from_the_mode():
@@ -791,7 +817,8 @@ def test_near_mode_backward_keeps_precision_far_from_the_mode():
         params = [torch.tensor(v).requires_grad_() for v in (0.0, 1.0, -1.0, 6.0)]
         w = torch.tensor([3e-8, 0.5, 1e-3])
         with tn_module.fast_paths(fast):
-            x = tn_module._ImplicitICDF.apply(1 - w, w, True, *params)  # the rsample path
+            # the rsample path at chosen uniforms (per-law quantities computed inside)
+            x = tn_module._ImplicitICDF.apply(1 - w, w, True, None, *params)
             x.sum().backward()
         return x, [p.grad for p in params]
 
@@ -815,16 +842,123 @@ def test_cdf_gradient_finite_two_ulps_inside_a_narrow_interval():
 
 def test_fast_paths_switch_nests_and_restores():
     # The public switch of the fast paths: off inside the block (nested blocks too),
-    # restored after it, even when the block raises; values agree either way.
-    d = TruncatedNormal(torch.tensor([0.3, 0.5]), 0.1, 0.0, HALF_PI)
+    # restored after it, even when the block raises; values agree either way. Which path
+    # ran is seen in the entropy's graph; the same law (its paths cached) follows the
+    # switch.
+    d = TruncatedNormal(torch.tensor([0.3, 0.5], requires_grad=True), 0.1, 0.0, HALF_PI)
+
+    def fast():
+        return _takes(d.entropy(), "_ClosedFormEntropyBackward")
+
     h_fast = d.entropy()
+    assert fast()
     with tn_module.fast_paths(False):
         with tn_module.fast_paths(True):
-            assert tn_module._fast()
-        assert not tn_module._fast()
+            assert fast()
+        assert not fast()
         h_ref = d.entropy()
-    assert tn_module._fast()
+    assert fast()
     with pytest.raises(RuntimeError), tn_module.fast_paths(False):
         raise RuntimeError
-    assert tn_module._fast()
+    assert fast()
     torch.testing.assert_close(h_fast, h_ref, rtol=0, atol=1e-5)
+
+
+class _CountCalls(torch.overrides.TorchFunctionMode):
+    """Counts the torch functions called in the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("bounds", [(0.0, HALF_PI), (-INF, 1.0), (40.0, INF)], ids=str)
+def test_per_law_quantities_computed_once(bounds):
+    # sampling, icdf and no-grad densities reuse the laws' standardization and paths
+    # (shared by expanded copies): later calls do less work than the first
+    loc = torch.tensor([0.3, 0.5], requires_grad=True)
+    d = TruncatedNormal(loc, torch.tensor([0.1, 0.2]), *bounds)
+    e = d.expand((5, 2))
+    with _CountCalls() as first:
+        e.rsample((3,))
+    with _CountCalls() as again:
+        e.rsample((3,))
+    with _CountCalls() as other_copy:
+        d.rsample((7,))
+    assert again.calls < first.calls and other_copy.calls == again.calls
+    x = d.icdf(torch.tensor([0.3, 0.6])).detach()
+    d = TruncatedNormal(loc, torch.tensor([0.1, 0.2]), *bounds)
+    with torch.no_grad(), _CountCalls() as first:
+        d.log_prob(x)
+    with torch.no_grad(), _CountCalls() as again:
+        d.expand((5, 2)).log_prob(x)
+    assert again.calls < first.calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_per_law_quantities_follow_in_place_updates(dtype):
+    # a law kept across optimizer steps (its parameters updated in place) must give what
+    # a law built from the new values gives: the cache is keyed by the parameters'
+    # versions (a plain lazy_property would keep the first step's values)
+    loc = torch.tensor([0.3, 0.5], dtype=dtype, requires_grad=True)
+    scale = torch.tensor([0.1, 0.2], dtype=dtype, requires_grad=True)
+    zero = torch.zeros((), dtype=dtype)
+    d = TruncatedNormal(loc, scale, zero, zero + HALF_PI)
+    e = d.expand((4, 2))
+    u = torch.tensor([0.2, 0.9], dtype=dtype)
+    for _ in range(3):
+        fresh = TruncatedNormal(loc.detach().clone(), scale.detach().clone(), zero, zero + HALF_PI)
+        x = fresh.icdf(u)
+        for law in (d, e):
+            assert torch.equal(law.icdf(u).detach(), fresh.icdf(u).expand(law.batch_shape))
+            torch.manual_seed(0)
+            draw = law.rsample()
+            torch.manual_seed(0)
+            assert torch.equal(draw.detach(), fresh.expand(law.batch_shape).rsample())
+            with torch.no_grad():
+                assert torch.equal(law.log_prob(x), fresh.log_prob(x).expand(law.batch_shape))
+                assert torch.equal(law.cdf(x), fresh.cdf(x).expand(law.batch_shape))
+            assert torch.equal(law.entropy().detach(), fresh.entropy().expand(law.batch_shape))
+        with torch.no_grad():  # an optimizer step, including the closed form's regime edge
+            loc.add_(1.0)
+            scale.mul_(3.0)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, HALF_PI), (-INF, 1.0), (6.0, INF)], ids=str)
+def test_gradients_of_a_law_used_again(bounds):
+    # The cache holds no autograd graph: backward twice through the same law, and second
+    # derivatives of log_prob after the cache was filled under no_grad, give what a fresh
+    # law gives.
+    def make():
+        p = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (0.4, 0.3)]
+        return p, TruncatedNormal(*p, *bounds)
+
+    (loc, scale), d = make()
+    x = d.icdf(torch.tensor([0.2, 0.7], dtype=torch.float64)).detach()
+    with torch.no_grad():
+        d.log_prob(x), d.entropy(), d.rsample(), d.mean  # fill the cache without a graph
+    grads = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        loss = d.log_prob(x).sum() + d.rsample((3,)).sum() + d.entropy() + d.variance
+        grads.append(torch.autograd.grad(loss, [loc, scale]))
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+    (g,) = torch.autograd.grad(d.log_prob(x).sum(), [loc], create_graph=True)
+    second = torch.autograd.grad(g, [loc, scale])
+    (loc2, scale2), fresh = make()
+    torch.manual_seed(0)
+    loss = fresh.log_prob(x).sum() + fresh.rsample((3,)).sum() + fresh.entropy() + fresh.variance
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(grads[0], torch.autograd.grad(loss, [loc2, scale2]), strict=True)
+    )
+    (g2,) = torch.autograd.grad(fresh.log_prob(x).sum(), [loc2], create_graph=True)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(second, torch.autograd.grad(g2, [loc2, scale2]), strict=True)
+    )
+    assert all(t.isfinite().all() for t in second)
