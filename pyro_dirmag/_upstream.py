@@ -12,6 +12,7 @@ when the upstream behaviour it relies on changes. ``pyproject.toml`` bounds
 ``pyro-ppl`` to the tested minor version for the same reason.
 """
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -24,6 +25,7 @@ __all__ = [
     "TracePairELBO",
     "check_mean_field_requirement",
     "compile_recompile_limit",
+    "keep_distribution_validation",
     "kl_is_registered",
     "plain_module_state",
     "pyro_fullname",
@@ -88,6 +90,19 @@ class TracePairELBO(TraceMeanField_ELBO):
         :param dict kwargs: the keyword arguments of both.
         """
         return super()._get_trace(model, guide, args, kwargs)
+
+
+@contextlib.contextmanager
+def keep_distribution_validation():
+    """Restores torch's default ``validate_args`` of distributions on exit: the first
+    ``torch.compile`` in a process (Dynamo's one-time patching of torch) switches it off
+    for every distribution of the process, so bad parameters would give NaN instead of
+    an error. Reads the private ``Distribution._validate_args`` (no public getter)."""
+    previous = torch.distributions.Distribution._validate_args
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(previous)
 
 
 def compile_recompile_limit(limit):

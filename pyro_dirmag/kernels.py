@@ -40,7 +40,7 @@ import warnings
 
 import torch
 
-from ._upstream import compile_recompile_limit
+from ._upstream import compile_recompile_limit, keep_distribution_validation
 
 __all__ = [
     "MAX_SIGNATURES",
@@ -120,6 +120,10 @@ class CompiledKernel:
         new = key not in self._signatures
         if new and len(self._signatures) >= MAX_SIGNATURES:
             return None
+        with keep_distribution_validation():
+            return self._call(args, key, new)
+
+    def _call(self, args, key, new):
         if self._compiled is None:
             self._compiled = torch.compile(self.fn, dynamic=False)
         try:

@@ -196,3 +196,17 @@ def test_plain_module_state_is_a_torch_modules_state():
     x = torch.randn(4, 3)
     assert torch.equal(plain(x), m(x))
     assert plain.weight is m.weight
+
+
+def test_keep_distribution_validation_restores_the_default():
+    """Dynamo switches torch's distribution validation off for the whole process the
+    first time something compiles (``torch._dynamo`` patching); ``keep_distribution_
+    validation`` must undo exactly that, reading the private default it changes."""
+    from torch.distributions import Distribution
+
+    from pyro_dirmag._upstream import keep_distribution_validation
+
+    assert Distribution._validate_args is True  # the default these tests rely on
+    with keep_distribution_validation():
+        Distribution.set_default_validate_args(False)
+    assert Distribution._validate_args is True

@@ -187,3 +187,19 @@ def test_second_derivatives_raise(compiled):
     else:
         with pytest.raises(RuntimeError, match="through RotatedOutput are not supported"):
             torch.autograd.grad(y.square().sum(), args[0], create_graph=True)
+
+
+@needs_compiler
+def test_compiled_kernel_keeps_distribution_validation():
+    """The first torch.compile of a process switches torch's distribution validation
+    off for the whole process (Dynamo's patching); the kernels restore it, so bad
+    parameters still raise instead of flowing on as NaN."""
+    from pyro_dirmag.kernels import CompiledKernel
+
+    kernel = CompiledKernel(lambda a: a.sin() * 2)  # a fresh kernel: a new compilation
+    with compiled_kernels():
+        assert kernel(torch.randn(4, dtype=torch.float64)) is not None
+    assert not kernel.failed
+    assert torch.distributions.Distribution._validate_args
+    with pytest.raises(ValueError, match="loc"):
+        torch.distributions.Normal(torch.tensor(float("nan")), 1.0)
