@@ -1,6 +1,7 @@
 """
 Prints the results table (README, "Results on full MNIST") from the ``result.json`` files
-that ``benchmarks/mnist_recipe.py`` wrote:
+that ``benchmarks/mnist_recipe.py`` wrote, or from ``pyro-dirmag`` run folders
+(``config.json``, ``metrics.json`` of ``evaluate``, ``prune.json`` of ``prune``):
 
     python benchmarks/results_table.py runs/lenet300-* runs/lenet500-* runs/lenet5-*
     python benchmarks/results_table.py --agreement runs/...   # reprune.py --criterion agreement
@@ -15,9 +16,30 @@ def _pct(x):
     return f"{100 * x:.2f}"
 
 
+def _read(run, name):
+    with open(os.path.join(run, name)) as f:
+        return json.load(f)
+
+
+def cli_result(run):
+    """The ``result.json`` fields of a ``pyro-dirmag`` run folder (``train``, then
+    ``evaluate`` and, for DirMag methods, ``prune``)."""
+    config, metrics = _read(run, "config.json"), _read(run, "metrics.json")
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        seconds = sum(json.loads(line)["seconds"] for line in f if line.strip())
+    pre = config.get("pretrain_epochs") or 0  # part of the CLI's --epochs
+    args = dict(config, epochs=config["epochs"] - pre)
+    r = {"args": args, "test": metrics["test"], "train_seconds": seconds}
+    if os.path.exists(os.path.join(run, "prune.json")):
+        r["pruned_chosen"] = _read(run, "prune.json")
+    return r
+
+
 def row(run, pruning="chosen"):
-    with open(os.path.join(run, "result.json")) as f:
-        r = json.load(f)
+    if os.path.exists(os.path.join(run, "result.json")):
+        r = _read(run, "result.json")
+    else:
+        r = cli_result(run)
     args, test = r["args"], r["test"]
     acc = {mode: _pct(test[mode]["accuracy"]) if mode in test else "-" for mode in test}
     best = test.get("ensemble", test["mean"])
@@ -25,7 +47,8 @@ def row(run, pruning="chosen"):
         os.path.basename(os.path.normpath(run)),
         args["model"],
         args["method"],
-        str(args["epochs"]),
+        str(args["epochs"])
+        + (f" + {args['pretrain_epochs']} pre" if args.get("pretrain_epochs") else ""),
         acc.get("ensemble", "-"),
         acc.get("mean", "-"),
         acc.get("sample", "-"),
@@ -52,7 +75,7 @@ def main(argv):
     )
     print("|" + "---|" * 13)
     for run in argv:
-        if os.path.exists(os.path.join(run, "result.json")):
+        if any(os.path.exists(os.path.join(run, f)) for f in ("result.json", "metrics.json")):
             print(row(run, pruning))
 
 
