@@ -55,6 +55,7 @@ def parse_args(argv):
     p.add_argument("--flat-fraction", type=float, default=Recipe.flat_fraction)
     p.add_argument("--alpha", type=float, default=0.25, help="Gaussian dropout variance")
     p.add_argument("--phi", default=None, choices=["per_example", "shared"])
+    p.add_argument("--angle-prior", default="uniform", choices=["uniform", "hemisphere"])
     p.add_argument("--pretrain-epochs", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=20)
     p.add_argument("--tolerance", type=float, default=0.001)
@@ -157,7 +158,14 @@ def main(argv=None):
             kl_final_weight=args.kl_final_weight,
             grad_clip=10.0 if args.clipped_adam else None,
         )
-        model, guide = build(args.model, args.method, len(x), recipe=recipe, phi=args.phi)
+        model, guide = build(
+            args.model,
+            args.method,
+            len(x),
+            recipe=recipe,
+            phi=args.phi,
+            angle_prior=args.angle_prior,
+        )
         if args.pretrain_epochs:
             from pyro_dirmag.models import deterministic_model
             from pyro_dirmag.nn import load_deterministic_

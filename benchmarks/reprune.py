@@ -49,7 +49,8 @@ def main(argv=None):
     reverse = args.method == "dirmag-reverse"
     phi = args.phi or ("shared" if reverse else "per_example")
     pyro.clear_param_store()
-    model = dirmag_model(args.model, len(x), reverse=reverse, phi=phi)
+    angle_prior = getattr(args, "angle_prior", "uniform")
+    model = dirmag_model(args.model, len(x), reverse=reverse, phi=phi, angle_prior=angle_prior)
     guide = Recipe(init_log_alpha=args.init_log_alpha).guide(model)
     with torch.no_grad():
         guide(x[:2], y[:2])

@@ -62,6 +62,7 @@ def build(
     *,
     recipe=None,
     phi=None,
+    angle_prior=None,
     alpha=None,
     magnitude=None,
     magnitude_alpha=None,
@@ -76,6 +77,8 @@ def build(
     :param Recipe recipe: initial noise of the DirMag guide (default :class:`Recipe`).
     :param str phi: the DirMag rotation-plane mode; default ``"shared"`` for
         ``dirmag-reverse`` and ``"per_example"`` for ``dirmag``.
+    :param str angle_prior: the DirMag angle prior, ``"uniform"`` (default, the
+        thesis's) or ``"hemisphere"`` (:class:`~pyro_dirmag.distributions.HemisphereAngle`).
     :param float alpha: noise strength of a non-variational method
         (default :data:`DEFAULT_ALPHA`).
     :param str magnitude: optional magnitude noise of the noisy layers.
@@ -91,6 +94,7 @@ def build(
             num_data,
             reverse=reverse,
             phi=phi or ("shared" if reverse else "per_example"),
+            angle_prior=angle_prior or "uniform",
         )
         return model, (recipe or Recipe()).guide(model)
     if method == "none":

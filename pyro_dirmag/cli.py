@@ -97,6 +97,11 @@ def _parser():
     t.add_argument("--kl-warmup-end", type=float, help="progress where it reaches 1")
     t.add_argument("--init-log-alpha", type=float, help="initial log alpha of the magnitudes")
     t.add_argument("--phi", choices=["per_example", "shared"], help="DirMag rotation planes")
+    t.add_argument(
+        "--angle-prior",
+        choices=["uniform", "hemisphere"],
+        help="DirMag angle prior (default uniform, the thesis's)",
+    )
     t.add_argument("--alpha", type=float, help="noise strength of a non-variational method")
     t.add_argument("--magnitude", choices=["normal", "gamma"], help="magnitude noise")
     t.add_argument("--magnitude-alpha", type=float, help="its variance")
@@ -155,7 +160,7 @@ _RECIPE_FLAGS = {
     "kl_warmup_end": "kl_warmup_end",
     "init_log_alpha": "init_log_alpha",
 }
-_METHOD_FLAGS = ("phi", "alpha", "magnitude", "magnitude_alpha", "on")
+_METHOD_FLAGS = ("phi", "angle_prior", "alpha", "magnitude", "magnitude_alpha", "on")
 
 
 def _flag(key):
@@ -242,11 +247,11 @@ def _train_config(args, rank):
 
     method = settings["method"]
     allowed = (
-        {"phi"}
+        {"phi", "angle_prior"}
         if is_variational(method)
         else set()
         if method == "none"
-        else set(_METHOD_FLAGS) - {"phi"}
+        else set(_METHOD_FLAGS) - {"phi", "angle_prior"}
     )
     extra = sorted(method_given.keys() - allowed)
     if extra:

@@ -67,7 +67,7 @@ from torch import nn
 
 from .._shapes import broadcast_size
 from .._sites import sample_layer_site
-from ..distributions import SymmetricLogUniform
+from ..distributions import HemisphereAngle, SymmetricLogUniform
 from ..distributions._support import all_within
 from ._direction import PERP_FLOOR, squared_norms, tangent_projection, tangent_uniform
 from ._rotated_output import rotated_output
@@ -92,6 +92,16 @@ class _AngleUniform(dist.Uniform):
             shape = broadcast_size(value.shape, self.batch_shape)
             return (-width.log()).expand(shape)
         return super().log_prob(value)
+
+
+ANGLE_PRIORS = ("uniform", "hemisphere")
+
+
+def check_angle_prior(angle_prior):
+    """``angle_prior`` if it is one of :data:`ANGLE_PRIORS`, else a ``ValueError``."""
+    if angle_prior not in ANGLE_PRIORS:
+        raise ValueError(f"angle_prior must be one of {ANGLE_PRIORS}, got {angle_prior!r}")
+    return angle_prior
 
 
 class _DirMagLayer(WeightNormLayer, PyroModule):
@@ -170,6 +180,9 @@ class _DirMagLayer(WeightNormLayer, PyroModule):
         return p
 
     def _angle_prior(self, v):
+        if self.angle_prior == "hemisphere":
+            dim = self.v.numel() // self.num_units
+            return HemisphereAngle(dim, dtype=v.dtype, device=v.device, validate_args=False)
         # Constant, valid parameters, and log_prob is -inf outside [0, pi/2] anyway: the
         # per-value support check (as costly as the density itself on batch x units
         # copies) is skipped.
@@ -358,6 +371,10 @@ class DirMagLinear(_DirMagLayer):
     :param str phi: ``"per_example"`` (default), ``"shared"`` (one :math:`\Phi` per
         call, the thesis's form; the default with ``reverse``) or ``"mean"``.
     :param bool reverse: normalize over inputs (units are input features).
+    :param str angle_prior: prior of :math:`\epsilon`: ``"uniform"`` (default, the
+        thesis's :math:`\mathrm{Uniform}(0, \pi/2)`) or ``"hemisphere"``
+        (:class:`~pyro_dirmag.distributions.HemisphereAngle`: the rotated direction is
+        uniform on the hemisphere around :math:`u`; its KL grows with the dimension).
     """
 
     def __init__(
@@ -371,6 +388,7 @@ class DirMagLinear(_DirMagLayer):
         magnitude_prior: dist.Distribution | None = None,
         phi: str | None = None,
         reverse: bool = False,
+        angle_prior: str = "uniform",
     ) -> None:
         check_positive_int(in_features=in_features, out_features=out_features)
         if direction_noise and (out_features if reverse else in_features) < 2:
@@ -386,6 +404,7 @@ class DirMagLinear(_DirMagLayer):
             phi,
             reverse,
         )
+        self.angle_prior = check_angle_prior(angle_prior)
 
     def _linear(self, x, weight):
         return F.linear(x, weight)
@@ -433,6 +452,7 @@ class DirMagConv2d(_DirMagLayer):
     :param bool direction_noise: see :class:`DirMagLinear`.
     :param magnitude_prior: see :class:`DirMagLinear`.
     :param str phi: ``"per_example"`` (default), ``"shared"`` or ``"mean"``.
+    :param str angle_prior: see :class:`DirMagLinear`.
     """
 
     def __init__(
@@ -449,6 +469,7 @@ class DirMagConv2d(_DirMagLayer):
         direction_noise: bool = True,
         magnitude_prior: dist.Distribution | None = None,
         phi: str | None = None,
+        angle_prior: str = "uniform",
     ) -> None:
         check_positive_int(in_channels=in_channels, out_channels=out_channels)
         self.in_channels = in_channels
@@ -468,6 +489,7 @@ class DirMagConv2d(_DirMagLayer):
             phi,
             False,
         )
+        self.angle_prior = check_angle_prior(angle_prior)
 
     def _linear(self, x, weight):
         return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation)

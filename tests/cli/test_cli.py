@@ -182,6 +182,7 @@ BAD_TRAIN = {
     "noise_lr": (["--noise-lr", "-1e-3"], "--noise-lr"),
     "train_size": (["--train-size", "100000"], "--train-size"),
     "option": (["--alpha", "0.1"], "--alpha"),
+    "angle_prior": (["--method", "none", "--angle-prior", "hemisphere"], "--angle-prior"),
     "strategy": (["--strategy", "no-such-strategy"], "--strategy"),
 }
 if not torch.cuda.is_available():

@@ -16,6 +16,7 @@ import torch
 from torch.distributions import Uniform
 
 from pyro_dirmag.distributions import (
+    HemisphereAngle,
     LogUniform,
     PlaneRotation,
     StretchedSymmetricBeta,
@@ -108,6 +109,12 @@ def _tangent_normal_angle_logpdf(d, x):
     scale = d.scale.double().numpy()
     r = np.tan(x) / scale
     return scipy.stats.chi(d.df).logpdf(r) - np.log(scale) - 2 * np.log(np.cos(x))
+
+
+def _hemisphere_angle_logpdf(d, x):
+    # cos(theta) = |2B - 1|, B ~ Beta((n-1)/2, (n-1)/2): p(theta) = f_B((1 + cos) / 2) sin
+    c = (d.dim - 1) / 2
+    return scipy.stats.beta(c, c).logpdf((1 + np.cos(x)) / 2) + np.log(np.sin(x))
 
 
 def _off_sphere(d):
@@ -209,6 +216,21 @@ FIXTURES = [
             (lambda dtype: TangentNormalAngle(_t(1.0, dtype), 0), "df"),
         ],
         outside=lambda d: torch.full_like(d.scale, -0.5),
+    ),
+    Fixture(
+        HemisphereAngle,
+        [
+            lambda dtype: HemisphereAngle(3, dtype=dtype).expand([2]),
+            lambda dtype: HemisphereAngle(2, dtype=dtype),
+            lambda dtype: HemisphereAngle(784, dtype=dtype).expand([3, 1]),
+        ],
+        infers_shapes=False,
+        scipy_logpdf=_hemisphere_angle_logpdf,
+        bad=[
+            (lambda dtype: HemisphereAngle(1, dtype=dtype), "dim"),
+            (lambda dtype: HemisphereAngle(2.5, dtype=dtype), "dim"),
+        ],
+        outside=lambda d: torch.full(d.batch_shape, 2.0, dtype=d._zero.dtype),
     ),
     Fixture(
         PlaneRotation,

@@ -26,6 +26,7 @@ from torch.distributions import Uniform
 import pyro_dirmag.distributions as pdd
 from pyro_dirmag._shapes import broadcast_size
 from pyro_dirmag.distributions import (
+    HemisphereAngle,
     LogUniform,
     PlaneRotation,
     StretchedSymmetricBeta,
@@ -147,7 +148,7 @@ def check_common(d, sample_shape, quiet):
 
 
 def d_dtype(d):
-    for name in ("loc", "scale", "low", "concentration"):
+    for name in ("loc", "scale", "low", "concentration", "_zero"):
         t = getattr(d, name, None)
         if torch.is_tensor(t):
             return t.dtype
@@ -471,6 +472,32 @@ def test_tangent_normal_angle(data):
     check_tangent_normal_angle(data)
 
 
+def check_hemisphere_angle(data):
+    torch.manual_seed(0)
+    dtype = data.draw(dtypes)
+    shape = torch.Size(data.draw(full_shapes()))
+    n = data.draw(st.sampled_from(DIMS))
+    sample_shape = torch.Size(data.draw(sample_shapes))
+    d = HemisphereAngle(n, dtype=dtype, validate_args=True).expand(shape)
+    quiet = HemisphereAngle(n, dtype=dtype, validate_args=False).expand(shape)
+    x, lp = check_common(d, sample_shape, quiet)
+    # scipy: cos(theta) = |2B - 1|, B ~ Beta((n-1)/2, (n-1)/2)
+    t = x.double().numpy()
+    c = (n - 1) / 2
+    with np.errstate(divide="ignore"):
+        ref = scipy.stats.beta(c, c).logpdf((1 + np.cos(t)) / 2) + np.log(np.sin(t))
+    keep = np.isfinite(ref) & (t > 1e-3)
+    close(lp[torch.as_tensor(keep)], torch.as_tensor(ref[keep]), dtype, scale=100)
+    xv = x.detach().requires_grad_()
+    check_no_nan_grads(d.log_prob(xv), [xv])
+
+
+@FAST
+@given(st.data())
+def test_hemisphere_angle(data):
+    check_hemisphere_angle(data)
+
+
 @st.composite
 def angle_laws(draw, shape, dtype):
     """An angle law of batch shape ``shape``: Beta on [-pi/2, pi/2], a truncated normal on
@@ -733,6 +760,7 @@ def pyro_validation(enabled):
 
 
 CHECKS = {
+    "HemisphereAngle": check_hemisphere_angle,
     "LogUniform": check_log_uniform,
     "PlaneRotation": check_plane_rotation,
     "StretchedSymmetricBeta": check_stretched_symmetric_beta,
