@@ -14,14 +14,13 @@ is drawn), so pre-training is cheap next to the variational epochs it replaces.
 
 import copy
 import math
-import time
 
 import torch
 import torch.nn.functional as F
 
 from ..nn import load_deterministic_
-from .recipe import FlatThenLinear, Recipe
-from .training import refuse_invalid_values, refuse_non_finite_step
+from .recipe import Recipe
+from .training import check_run_sizes, run_epochs
 
 __all__ = ["pretrain_", "train_deterministic"]
 
@@ -55,44 +54,23 @@ def train_deterministic(
     :param torch.Generator generator: for the mini-batch order.
     :returns: the list of per-epoch records.
     """
-    if not (isinstance(epochs, int) and epochs >= 1):
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"x and y must have the same, non-zero length, got {len(x)}, {len(y)}")
+    check_run_sizes(x, y, epochs, batch_size)
     recipe = recipe or Recipe()
     optimizer = torch.optim.Adam(net.parameters(), lr=recipe.lr)
-    steps_per_epoch = math.ceil(len(x) / batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, FlatThenLinear(epochs * steps_per_epoch, recipe.flat_fraction)
-    )
-    history, step = [], 0
+    scheduler = recipe.lr_scheduler(optimizer, epochs * math.ceil(len(x) / batch_size))
     net.train()
-    for epoch in range(epochs):
-        start, loss_sum = time.perf_counter(), 0.0
-        order = torch.randperm(len(x), generator=generator)
-        for i in range(0, len(x), batch_size):
-            idx = order[i : i + batch_size]
-            with refuse_invalid_values(step + 1):
-                loss = F.cross_entropy(net(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            value = float(loss.detach())
-            refuse_non_finite_step(optimizer, step + 1, value)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += value
-            step += 1
-        record = {
-            "epoch": epoch + 1,
-            "loss": loss_sum / steps_per_epoch,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - start,
-        }
-        history.append(record)
-        if callback is not None:
-            callback(epoch + 1, record)
+    history = run_epochs(
+        x,
+        y,
+        lambda xb, yb, step: F.cross_entropy(net(xb), yb),
+        optimizer,
+        scheduler,
+        epochs=epochs,
+        batch_size=batch_size,
+        summary=lambda mean_loss, steps_done: {"loss": mean_loss},
+        callback=callback,
+        generator=generator,
+    )
     net.eval()
     return history
 

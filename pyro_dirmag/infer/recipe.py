@@ -44,7 +44,6 @@ Example::
 """
 
 import math
-import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -52,7 +51,7 @@ import torch
 from .elbo import DirMagELBO
 from .guide import DirMagGuide
 from .kl_weight import kl_weight
-from .training import refuse_invalid_values, refuse_non_finite_step
+from .training import check_run_sizes, run_epochs
 
 __all__ = [
     "FlatThenLinear",
@@ -264,51 +263,35 @@ def fit(
     :param torch.Generator generator: for the mini-batch order.
     :returns: the list of per-epoch records.
     """
-    if not (isinstance(epochs, int) and epochs >= 1):
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"x and y must have the same, non-zero length, got {len(x)}, {len(y)}")
+    check_run_sizes(x, y, epochs, batch_size)
     recipe = recipe or Recipe()
     elbo = elbo or DirMagELBO()
     with torch.no_grad():
         guide(x[:batch_size], y[:batch_size])
     optimizer = recipe.optimizer(model, guide)
-    steps_per_epoch = math.ceil(len(x) / batch_size)
-    total = epochs * steps_per_epoch
+    total = epochs * math.ceil(len(x) / batch_size)
     scheduler = recipe.lr_scheduler(optimizer, total)
     warmup = recipe.kl_schedule()
-    history = []
-    step = 0
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        order = torch.randperm(len(x), generator=generator)
-        loss_sum = 0.0
-        for i in range(0, len(x), batch_size):
-            idx = order[i : i + batch_size]
-            beta = warmup(step / total)
-            with kl_weight(weight=beta), refuse_invalid_values(step + 1):
-                loss = elbo.differentiable_loss(model, guide, x[idx], y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            value = float(loss.detach())
-            refuse_non_finite_step(optimizer, step + 1, value)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += value
-            step += 1
-        record = {
-            "epoch": epoch + 1,
-            "loss": loss_sum / steps_per_epoch / len(x),
-            "kl_weight": warmup(step / total),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - start,
-        }
-        history.append(record)
-        if callback is not None:
-            callback(epoch + 1, record)
-    return history
+
+    def batch_loss(xb, yb, step):
+        with kl_weight(weight=warmup(step / total)):
+            return elbo.differentiable_loss(model, guide, xb, yb)
+
+    def summary(mean_loss, steps_done):
+        return {"loss": mean_loss / len(x), "kl_weight": warmup(steps_done / total)}
+
+    return run_epochs(
+        x,
+        y,
+        batch_loss,
+        optimizer,
+        scheduler,
+        epochs=epochs,
+        batch_size=batch_size,
+        summary=summary,
+        callback=callback,
+        generator=generator,
+    )
 
 
 CRITERIA = ("accuracy", "agreement")

@@ -11,6 +11,7 @@ parameters responsible, so the parameters stay as they were after the last good 
 
 import contextlib
 import math
+import time
 
 import pyro
 import torch
@@ -99,6 +100,69 @@ def refuse_non_finite_step(optimizer, step, loss=None):
             f"step {step}: {shown}{len(bad)} parameter(s) with non-finite gradients; "
             "no parameter was updated"
         )
+
+
+def check_run_sizes(x, y, epochs, batch_size):
+    """``ValueError`` unless ``epochs`` and ``batch_size`` are positive ints and ``x``,
+    ``y`` have the same, non-zero length."""
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"x and y must have the same, non-zero length, got {len(x)}, {len(y)}")
+
+
+def run_epochs(
+    x,
+    y,
+    batch_loss,
+    optimizer,
+    scheduler,
+    *,
+    epochs,
+    batch_size,
+    summary,
+    callback=None,
+    generator=None,
+):
+    """
+    The mini-batch loop of :func:`~pyro_dirmag.infer.fit` and
+    :func:`~pyro_dirmag.infer.train_deterministic`. Each epoch draws a random order
+    (``generator``); each step computes ``batch_loss(x_batch, y_batch, step)`` (a
+    distribution's rejection of invalid values becomes a :class:`NonFiniteLossError`),
+    backpropagates, refuses a non-finite loss or gradient before updating
+    (:func:`refuse_non_finite_step`), then steps ``optimizer`` and ``scheduler``.
+
+    After each epoch the record ``{"epoch", **summary(mean step loss, steps done),
+    "lr", "seconds"}`` is appended to the returned history and passed to
+    ``callback(epoch, record)``.
+    """
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    history, step = [], 0
+    for epoch in range(epochs):
+        start, loss_sum = time.perf_counter(), 0.0
+        order = torch.randperm(len(x), generator=generator)
+        for i in range(0, len(x), batch_size):
+            idx = order[i : i + batch_size]
+            with refuse_invalid_values(step + 1):
+                loss = batch_loss(x[idx], y[idx], step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            value = float(loss.detach())
+            refuse_non_finite_step(optimizer, step + 1, value)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += value
+            step += 1
+        record = {"epoch": epoch + 1}
+        record.update(summary(loss_sum / steps_per_epoch, step))
+        record["lr"] = optimizer.param_groups[0]["lr"]
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
+        if callback is not None:
+            callback(epoch + 1, record)
+    return history
 
 
 @torch.no_grad()
