@@ -101,11 +101,7 @@ def moments(p):
     is below ``exp(-40)`` are dropped (relative mass < 1e-17).
     """
     c = p.c
-    reach = 2 * _QUAD_T / (c.abs() + torch.sqrt(c * c + 2 * _QUAD_T))
-    t_lo = torch.where(p.flip, 0.0, torch.where(p.left, -p.width, p.alpha))
-    t_hi = torch.where(p.flip, p.width, torch.where(p.left, 0.0, p.beta))
-    t_lo = torch.maximum(t_lo, -reach)
-    t_hi = torch.minimum(t_hi, reach)
+    t_lo, t_hi, _ = _window(p)
     nodes = torch.as_tensor(_QUAD_NODES, dtype=c.dtype, device=c.device)
     weights = torch.as_tensor(_QUAD_WEIGHTS, dtype=c.dtype, device=c.device)
     half = (0.5 * (t_hi - t_lo)).unsqueeze(-1)
@@ -115,6 +111,46 @@ def moments(p):
     mean = (g * t).sum(-1) / i0
     var = (g * (t - mean.unsqueeze(-1)).square()).sum(-1) / i0
     return mean, var, i0
+
+
+def _window(p):
+    """The offsets ``[t_lo, t_hi]`` of ``t = z - c`` where the density
+    ``exp(-c t - t^2/2)`` is at least ``exp(-40)``, within the bounds, and whether
+    ``t_lo`` is the lower bound itself (not cut by the reach)."""
+    c = p.c
+    reach = 2 * _QUAD_T / (c.abs() + torch.sqrt(c * c + 2 * _QUAD_T))
+    t_lo = torch.where(p.flip, 0.0, torch.where(p.left, -p.width, p.alpha))
+    t_hi = torch.where(p.flip, p.width, torch.where(p.left, 0.0, p.beta))
+    at_low = t_lo >= -reach
+    return torch.maximum(t_lo, -reach), torch.minimum(t_hi, reach), at_low
+
+
+def expectation_graded_at_low(p, f):
+    r"""
+    :math:`\mathbb{E}[f(X)]` under the standardized laws ``p``, for ``f`` smooth on
+    ``(low, high]`` that may have a logarithmic singularity at ``low`` (such as
+    :math:`\log\sin x` at ``low = 0``).
+
+    The same window as :func:`moments`, with the nodes graded toward its lower end:
+    ``t = t_lo + (t_hi - t_lo) u^4`` for ``u`` on a 64-point Gauss-Legendre rule in
+    ``[0, 1]``, which turns ``log(t - t_lo)`` into the smooth ``4 u^3 log u`` (relative
+    error about 1e-13 against mpmath for :math:`\log\sin`, tested, where the plain rule
+    is 1e-3 off). ``f`` is evaluated at ``x = x_lo + scale (t - t_lo)``, measured from the
+    lower bound itself when the window reaches it, so that ``x - low`` keeps its
+    relative precision down to the smallest node (no cancellation ``loc + scale z``).
+    Differentiable in the parameters.
+    """
+    t_lo, t_hi, at_low = _window(p)
+    dtype, device = p.c.dtype, p.c.device
+    u = torch.as_tensor(0.5 * (_QUAD_NODES + 1), dtype=dtype, device=device)
+    w = torch.as_tensor(0.5 * _QUAD_WEIGHTS, dtype=dtype, device=device)
+    span = (t_hi - t_lo).unsqueeze(-1)
+    u4 = u.square().square()
+    t = t_lo.unsqueeze(-1) + span * u4
+    g = span * (4 * w * u * u.square()) * torch.exp(-t * (p.c.unsqueeze(-1) + 0.5 * t))
+    x_lo = torch.where(at_low, p.low_f, p.loc + p.scale * (p.c + t_lo))
+    x = x_lo.unsqueeze(-1) + (p.scale.unsqueeze(-1) * span) * u4
+    return (g * f(x)).sum(-1) / g.sum(-1)
 
 
 def entropy_quadrature(p):

@@ -24,6 +24,20 @@ the same ``loc`` are images of their angles under the same map, so their KL is t
 KL of the laws of :math:`|\epsilon|`, which equals the KL of the angle laws when both
 live on :math:`[0, \pi]` or both are symmetric about 0.
 
+**Hemisphere angle priors.** For a truncated-normal angle posterior :math:`q` on
+:math:`[a, b] \subseteq [0, \pi/2]` and the prior :math:`p_n(\theta) = \sin^{n-2}\theta / Z_n`
+(:class:`~pyro_dirmag.distributions.HemisphereAngle`),
+
+.. math::
+
+    \mathrm{KL}(q \| p_n) = -H(q) - (n - 2)\,\mathbb{E}_q[\log\sin\theta] + \log Z_n,
+
+with :math:`H(q)` exact and :math:`\mathbb{E}_q[\log\sin\theta]` by a quadrature graded
+toward :math:`\theta = 0`, where :math:`\log\sin` is singular and :math:`q` may put its
+mass (``_truncated_normal_moments.expectation_graded_at_low``). The Monte Carlo term it
+replaces, :math:`(n - 2)\log\sin\theta` at a drawn angle, has variance growing with
+:math:`n` and is infinite at a draw of exactly 0.
+
 **Per-example copies.** A DirMag layer declares one copy of each latent per example
 of the data plate (:class:`~pyro_dirmag.distributions._per_example_copies.PerExampleCopies`).
 Every copy has the law of the base, so the KL of two such expansions is computed once
@@ -50,6 +64,8 @@ from torch.distributions.kl import register_kl
 from .._autograd import first_order_only
 from .._shapes import broadcast_size
 from ._per_example_copies import PerExampleCopies
+from ._truncated_normal_moments import expectation_graded_at_low
+from .hemisphere_angle import HemisphereAngle
 from .log_uniform import LogUniform, SymmetricLogUniform
 from .plane_rotation import PlaneRotation, _support_bounds
 from .stretched_symmetric_beta import StretchedSymmetricBeta
@@ -134,6 +150,22 @@ def _kl_to_uniform(p, p_low, p_high, q):
 def _kl_truncatednormal_uniform(p, q):
     """Exact: ``-entropy(p) + log(high - low)``, ``+inf`` unless ``[a, b]`` lies in it."""
     return _kl_to_uniform(p, p.low, p.high, q)
+
+
+def _log_sin(x):
+    return torch.sin(x).log()
+
+
+@register_kl(TruncatedNormal, HemisphereAngle)
+def _kl_truncatednormal_hemisphereangle(p, q):
+    """``-entropy(p) - (n - 2) E_p[log sin] + log Z_n`` (module notes), ``+inf`` unless
+    ``[a, b]`` lies in ``[0, pi/2]``."""
+    kl = -p.entropy() + q.log_normalizer
+    if q.dim > 2:
+        kl = kl - (q.dim - 2) * p._full(expectation_graded_at_low(p._std(), _log_sin))
+    inside = (p.low >= 0) & (p.high <= math.pi / 2)
+    kl = torch.where(inside, kl, torch.full_like(kl, math.inf))
+    return kl.expand(broadcast_size(kl.shape, q.batch_shape))
 
 
 @register_kl(StretchedSymmetricBeta, Uniform)

@@ -11,6 +11,7 @@ from pyro.infer import TraceMeanField_ELBO
 from torch.distributions import Normal, Uniform, kl_divergence
 
 from pyro_dirmag.distributions import (
+    HemisphereAngle,
     LogUniform,
     PlaneRotation,
     StretchedSymmetricBeta,
@@ -126,6 +127,98 @@ def test_truncated_normal_uniform_kl(params):
     # support of p not inside that of q: +inf
     outside = kl_divergence(p, Uniform(t([-2.0, a + 0.01]), t([b - 0.01, 2.0])))
     assert outside.eq(math.inf).all()
+
+
+# ------------------------------------------------------ TruncatedNormal || HemisphereAngle
+
+
+def mpmath_hemisphere_kl(loc, scale, n, low=0.0, high=math.pi / 2):
+    """KL(TruncatedNormal || HemisphereAngle(n)) by mpmath quadrature of the definition,
+    with breakpoints at the law's scales and at decades of ``scale`` near 0."""
+    import mpmath as mp
+
+    with mp.workdps(30):
+        mu, s, a, b = mp.mpf(loc), mp.mpf(scale), mp.mpf(low), mp.mpf(high)
+
+        def w(x):
+            return mp.exp(-((x - mu) ** 2) / (2 * s**2))
+
+        near = [mu + k * s for k in (-30, -10, -3, 0, 3, 10, 30)]
+        decades = [a + s * mp.mpf(10) ** -j for j in range(12)]
+        points = sorted({a, b, *(x for x in near + decades if a < x < b)})
+        z = mp.quad(w, points)
+        half = mp.mpf(n) / 2
+        log_zn = mp.log(mp.sqrt(mp.pi) * mp.gamma(half - 0.5) / (2 * mp.gamma(half)))
+
+        def integrand(x):
+            log_q = mp.log(w(x) / z)
+            return w(x) / z * (log_q - (n - 2) * mp.log(mp.sin(x)) + log_zn)
+
+        return float(mp.quad(integrand, points))
+
+
+HEMISPHERE_CASES = [
+    # a plain Gauss-Legendre rule is 1e-4 to 1e-3 off on the cases reaching 0
+    (0.0, 1e-4, 300),  # mass at the singularity of log sin
+    (0.3, 1e-3, 784),  # narrow, inside
+    (1.5, 0.5, 3),  # wide, reaching pi/2
+    (-1.0, 0.1, 100),  # one-sided: an exponential-like law at 0
+    (0.0, 0.05, 784),  # the guide's initial posterior
+    (1e-3, 1e-2, 25),
+    (2.0, 0.05, 10),  # mass at pi/2, where log sin is 0
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loc,scale,n", HEMISPHERE_CASES)
+def test_truncated_normal_hemisphere_kl_matches_mpmath(loc, scale, n, dtype):
+    p = TruncatedNormal(t(loc, dtype), t(scale, dtype), t(0.0, dtype), t(math.pi / 2, dtype))
+    kl = kl_divergence(p, HemisphereAngle(n, dtype=dtype))
+    assert kl.dtype == dtype
+    rel = 1e-11 if dtype == torch.float64 else 2e-6
+    assert kl.item() == pytest.approx(mpmath_hemisphere_kl(loc, scale, n), rel=rel, abs=1e-12)
+
+
+def test_truncated_normal_hemisphere_kl_gradients():
+    loc = t([0.0, 0.3, -1.0, 1.2]).requires_grad_()
+    scale = t([0.05, 1e-3, 0.1, 0.4]).requires_grad_()
+
+    def kl(loc, scale):
+        p = TruncatedNormal(loc, scale, t(0.0), t(math.pi / 2))
+        return kl_divergence(p, HemisphereAngle(50))
+
+    assert torch.autograd.gradcheck(kl, (loc, scale))
+    # and against mpmath's derivative of the reference, at one law
+    g_loc, g_scale = torch.autograd.grad(kl(loc, scale)[0], (loc, scale))
+    h = 1e-6
+    ref = mpmath_hemisphere_kl
+    d_loc = (ref(h, 0.05, 50) - ref(-h, 0.05, 50)) / (2 * h)
+    d_scale = (ref(0.0, 0.05 + h, 50) - ref(0.0, 0.05 - h, 50)) / (2 * h)
+    assert g_loc[0].item() == pytest.approx(d_loc, rel=1e-6)
+    assert g_scale[0].item() == pytest.approx(d_scale, rel=1e-6)
+
+
+def test_truncated_normal_hemisphere_kl_monte_carlo():
+    """The KL is E_q[log q - log p]: a fixed-seed Monte Carlo mean agrees within 4 SE."""
+    torch.manual_seed(0)
+    p = TruncatedNormal(t([0.02, 0.4]), t([0.05, 0.2]), t(0.0), t(math.pi / 2))
+    q = HemisphereAngle(40, dtype=torch.float64)
+    x = p.sample((400_000,))
+    terms = p.log_prob(x) - q.log_prob(x)
+    se = terms.std(0) / math.sqrt(x.shape[0])
+    assert ((terms.mean(0) - kl_divergence(p, q)).abs() < 4 * se).all()
+
+
+def test_truncated_normal_hemisphere_kl_shapes_support_and_dim_2():
+    p = TruncatedNormal(t([[0.1], [0.5], [0.9]]), t(0.2), t(0.0), t(math.pi / 2))
+    q = HemisphereAngle(7, dtype=torch.float64).expand([4])
+    assert kl_divergence(p, q).shape == (3, 4)
+    # n = 2 is the thesis's Uniform(0, pi/2) prior
+    uniform = kl_divergence(p, Uniform(t(0.0), t(math.pi / 2)))
+    torch.testing.assert_close(kl_divergence(p, HemisphereAngle(2, dtype=torch.float64)), uniform)
+    # support of p not inside [0, pi/2]: +inf
+    wide = TruncatedNormal(t(0.1), t(0.2), t([-0.1, 0.0]), t([1.0, 2.0]))
+    assert kl_divergence(wide, HemisphereAngle(5, dtype=torch.float64)).eq(math.inf).all()
 
 
 def test_stretched_beta_kls():
