@@ -27,6 +27,11 @@ def _pyplot():
     return plt
 
 
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def _read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -142,8 +147,7 @@ def plot_run(run_dir, config):
         written.append(path)
         prune_json = os.path.join(run_dir, "prune.json")
         if os.path.isfile(prune_json):
-            with open(prune_json) as f:
-                layers = json.load(f)["layers"]
+            layers = _read_json(prune_json)["layers"]
         else:
             from .infer.prune import prune
 
@@ -153,8 +157,7 @@ def plot_run(run_dir, config):
         written.append(path)
     reliability = os.path.join(run_dir, "reliability.json")
     if os.path.isfile(reliability):
-        with open(reliability) as f:
-            bins = json.load(f)["test"]
+        bins = _read_json(reliability)["test"]
         path = os.path.join(run_dir, "reliability.png")
         plot_reliability(bins, path)
         written.append(path)
