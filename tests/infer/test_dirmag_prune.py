@@ -5,6 +5,7 @@ from torch import nn
 
 from pyro_dirmag._sites import site_name
 from pyro_dirmag.infer import DirMagGuide, predict, prune
+from pyro_dirmag.infer.prune import SelectFeatures
 from pyro_dirmag.models import dirmag_model
 from pyro_dirmag.nn.dirmag import dirmag_layers
 
@@ -92,6 +93,43 @@ def test_prune_removes_exactly_units_above_threshold(arch, reverse):
     assert torch.allclose(got, expected, atol=1e-5)
     # and differs from the mean network without zeroing (the test can fail)
     assert not torch.allclose(unzeroed, expected, atol=1e-5)
+
+
+def test_prune_conv_then_reverse_dense():
+    """LeNet5 with ``reverse`` dense layers: the first dense layer drops single flattened
+    positions of conv filters that stay (a feature selection inside the network), and a
+    filter whose positions it drops all of is removed from the conv layer too."""
+    threshold = 3.0
+    model = dirmag_model("lenet5", 1000, reverse=True)
+    x = torch.randn(9, 784)
+    guide = _fit_guide(model, x)
+    drop = _random_log_alpha(guide, torch.Generator().manual_seed(1), threshold)
+    conv2, dense1 = "net.4", "net.8"
+    kept_filters = sorted(set(range(50)) - set(drop[conv2].tolist()))
+    gone = kept_filters[0]  # a kept filter whose 16 positions dense1 drops, all of them
+    la = guide.log_alpha()[site_name(dict(dirmag_layers(model))[dense1], "magnitude")].detach()
+    la[gone * 16 : (gone + 1) * 16] = 5.0
+    _set_log_alpha(guide, site_name(dict(dirmag_layers(model))[dense1], "magnitude"), la)
+    drop[dense1] = (la > threshold).nonzero().squeeze(-1)
+    pruned, report = prune(model, guide, threshold)
+    filters = torch.ones(50, dtype=torch.bool)
+    filters[drop[conv2]] = False
+    filters[gone] = False
+    features = filters.repeat_interleave(16)
+    features[drop[dense1]] = False
+    rows = {r["name"]: r for r in report.layers}  # names relative to model.net
+    assert rows["4"]["units_kept"] == int(filters.sum())
+    assert rows["8"]["units_kept"] == int(features.sum())
+    plain = [m for m in pruned.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    assert plain[1].weight.shape[0] == int(filters.sum())
+    assert plain[2].weight.shape[1] == int(features.sum())
+    assert any(isinstance(m, SelectFeatures) for m in pruned.modules())
+    # the pruned net computes the mean network with the dropped units zeroed
+    _zero_units(model, guide, drop)
+    expected = predict(model, guide, x, mode="mean")
+    with torch.no_grad():
+        got = pruned(x).softmax(-1)
+    assert torch.allclose(got, expected, atol=1e-5)
 
 
 def test_prune_threshold_keeps_everything_when_high():
