@@ -375,8 +375,8 @@ class DirMagLinear(_DirMagLayer):
         thesis's :math:`\mathrm{Uniform}(0, \pi/2)`) or ``"hemisphere"``
         (:class:`~pyro_dirmag.distributions.HemisphereAngle`: the rotated direction is
         uniform on the hemisphere around :math:`u`; its KL grows with the dimension).
-        Experimental: its KL is a Monte Carlo term, and full-MNIST runs met a NaN loss
-        (README, "Stronger priors?").
+        Experimental: its exact KL prunes far more and costs accuracy (full MNIST,
+        LeNet-300-100: x16.8 at 97.1 %; README, "Stronger priors?").
     """
 
     def __init__(
