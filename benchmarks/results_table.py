@@ -1,7 +1,8 @@
 """
 Prints the results table (README, "Results on full MNIST") from the ``result.json`` files
 that ``benchmarks/mnist_recipe.py`` wrote, or from ``pyro-dirmag`` run folders
-(``config.json``, ``metrics.json`` of ``evaluate``, ``prune.json`` of ``prune``):
+(``config.json``, ``metrics.json`` of ``evaluate``, ``prune.json`` of ``prune``; a
+``prune-TAG.json`` of ``prune --tag TAG`` adds a row ``NAME-TAG``):
 
     python benchmarks/results_table.py runs/lenet300-* runs/lenet500-* runs/lenet5-*
     python benchmarks/results_table.py --agreement runs/...   # reprune.py --criterion agreement
@@ -21,30 +22,42 @@ def _read(run, name):
         return json.load(f)
 
 
-def cli_result(run):
+def cli_result(run, prune_file="prune.json"):
     """The ``result.json`` fields of a ``pyro-dirmag`` run folder (``train``, then
-    ``evaluate`` and, for DirMag methods, ``prune``)."""
+    ``evaluate`` and, for DirMag methods, ``prune``, or ``prune --tag``'s file)."""
     config, metrics = _read(run, "config.json"), _read(run, "metrics.json")
     with open(os.path.join(run, "metrics.jsonl")) as f:
         seconds = sum(json.loads(line)["seconds"] for line in f if line.strip())
     pre = config.get("pretrain_epochs") or 0  # part of the CLI's --epochs
     args = dict(config, epochs=config["epochs"] - pre)
     r = {"args": args, "test": metrics["test"], "train_seconds": seconds}
-    if os.path.exists(os.path.join(run, "prune.json")):
-        r["pruned_chosen"] = _read(run, "prune.json")
+    if os.path.exists(os.path.join(run, prune_file)):
+        r["pruned_chosen"] = _read(run, prune_file)
     return r
 
 
-def row(run, pruning="chosen"):
+def tags(run):
+    """The TAGs of the ``prune-TAG.json`` files in a run folder, sorted."""
+    return sorted(
+        f[len("prune-") : -len(".json")]
+        for f in os.listdir(run)
+        if f.startswith("prune-") and f.endswith(".json")
+    )
+
+
+def row(run, pruning="chosen", tag=None):
+    name = os.path.basename(os.path.normpath(run))
     if os.path.exists(os.path.join(run, "result.json")):
         r = _read(run, "result.json")
+    elif tag is not None:
+        r, name = cli_result(run, f"prune-{tag}.json"), f"{name}-{tag}"
     else:
         r = cli_result(run)
     args, test = r["args"], r["test"]
     acc = {mode: _pct(test[mode]["accuracy"]) if mode in test else "-" for mode in test}
     best = test.get("ensemble", test["mean"])
     cells = [
-        os.path.basename(os.path.normpath(run)),
+        name,
         args["model"],
         args["method"],
         str(args["epochs"])
@@ -77,6 +90,9 @@ def main(argv):
     for run in argv:
         if any(os.path.exists(os.path.join(run, f)) for f in ("result.json", "metrics.json")):
             print(row(run, pruning))
+        if os.path.exists(os.path.join(run, "metrics.json")):
+            for tag in tags(run):
+                print(row(run, pruning, tag))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ The ``pyro-dirmag`` command line (also ``python -m pyro_dirmag``)::
     pyro-dirmag train --model lenet300 --method dirmag-reverse --epochs 50 --out runs/A
     pyro-dirmag evaluate runs/A      # metrics.json: mean / sample / ensemble metrics
     pyro-dirmag prune runs/A         # prune.json, pruned.pt, pruned.pt2
+    pyro-dirmag prune runs/A --tolerance 0.002 --tag tol2   # prune-tol2.json, ...
     pyro-dirmag plot runs/A          # PNG pictures
 
 ``train`` needs the ``train`` extra (PyTorch Lightning); the other commands do not.
@@ -17,6 +18,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -133,6 +135,11 @@ def _parser():
         default="accuracy",
         help="what --tolerance bounds: the validation accuracy lost, or the fraction of "
         "validation predictions that change (steadier on small validation sets)",
+    )
+    r.add_argument(
+        "--tag",
+        help="write prune-TAG.json, pruned-TAG.pt, pruned-TAG.pt2 instead, next to the "
+        "untagged pruning (compare tolerances on one run without overwriting)",
     )
 
     g = sub.add_parser("plot", help="PNG pictures of a run")
@@ -593,6 +600,14 @@ def _prune(args):
         raise CLIError("--threshold must be a number")
     if not args.tolerance >= 0:
         raise CLIError(f"--tolerance must be >= 0, got {args.tolerance}")
+    suffix = ""
+    if args.tag is not None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.tag):
+            raise CLIError(
+                f"--tag must be letters, digits, '_', '.' or '-' (a file name part), "
+                f"got {args.tag!r}"
+            )
+        suffix = f"-{args.tag}"
     data = load_splits(config)
     result = {}
     if args.threshold is None:
@@ -614,26 +629,29 @@ def _prune(args):
         probs = torch.cat([net(c) for c in xt.split(1000)]).softmax(-1)
     result.update(report.as_dict())
     result["test"] = classification_metrics(probs, yt)
-    torch.save(net.state_dict(), os.path.join(args.run, "pruned.pt"))
-    result["files"] = {"state_dict": "pruned.pt", "program": _export(net, xt[:2], args.run)}
-    _write_json(os.path.join(args.run, "prune.json"), result)
+    state_file = f"pruned{suffix}.pt"
+    torch.save(net.state_dict(), os.path.join(args.run, state_file))
+    program = _export(net, xt[:2], args.run, f"pruned{suffix}")
+    result["files"] = {"state_dict": state_file, "program": program}
+    report_file = os.path.join(args.run, f"prune{suffix}.json")
+    _write_json(report_file, result)
     print(report)
     print(f"pruned network test accuracy {result['test']['accuracy']:.4f}")
-    print(f"wrote {os.path.join(args.run, 'prune.json')}")
+    print(f"wrote {report_file}")
     return 0
 
 
-def _export(net, example, run_dir):
+def _export(net, example, run_dir, stem="pruned"):
     """Saves ``net`` as a ``torch.export`` program with a dynamic batch size (TorchScript
-    where export fails)."""
+    where export fails), as ``stem.pt2`` (``stem.ts``); returns the file name."""
     try:
         batch = {0: torch.export.Dim("batch")}
         program = torch.export.export(net, (example,), dynamic_shapes=(batch,))
-        torch.export.save(program, os.path.join(run_dir, "pruned.pt2"))
-        return "pruned.pt2"
+        torch.export.save(program, os.path.join(run_dir, f"{stem}.pt2"))
+        return f"{stem}.pt2"
     except Exception:  # noqa: BLE001 - export coverage varies between torch versions
-        torch.jit.trace(net, example).save(os.path.join(run_dir, "pruned.ts"))
-        return "pruned.ts"
+        torch.jit.trace(net, example).save(os.path.join(run_dir, f"{stem}.ts"))
+        return f"{stem}.ts"
 
 
 def _plot(args):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -152,6 +153,21 @@ def test_evaluate_prune_plot(reference, capsys):
     assert main(["prune", run, "--threshold", "100"]) == 0
     report = read_json(os.path.join(run, "prune.json"))
     assert report["threshold_source"] == "--threshold" and report["compression"] == 1.0
+
+    # a tagged pruning sits next to the untagged one and leaves it as it was
+    untagged = {f: pathlib.Path(run, f).read_bytes() for f in ("prune.json", "pruned.pt")}
+    assert main(["prune", run, "--threshold", "-100", "--tag", "all-dropped"]) == 0
+    tagged = read_json(os.path.join(run, "prune-all-dropped.json"))
+    assert tagged["compression"] > 1.0
+    assert tagged["files"]["state_dict"] == "pruned-all-dropped.pt"
+    assert tagged["files"]["program"].startswith("pruned-all-dropped.")
+    for name in ("pruned-all-dropped.pt", tagged["files"]["program"]):
+        assert os.path.isfile(os.path.join(run, name))
+    for f, content in untagged.items():
+        assert pathlib.Path(run, f).read_bytes() == content
+    capsys.readouterr()
+    assert main(["prune", run, "--tag", "../x"]) == 2
+    assert "--tag" in capsys.readouterr().err
 
     assert main(["plot", run]) == 0
     for name in ("curves.png", "posteriors.png", "units_kept.png", "reliability.png"):
