@@ -11,17 +11,22 @@ and the change of validation and test accuracy (points) of the pruned mean netwo
 
 import argparse
 import math
+import os
+import sys
 
 import torch
 
-from pyro_dirmag.infer.prune import prune
-from pyro_dirmag.run import load_run, load_splits
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from mnist_recipe import logits_in_chunks  # noqa: E402
+
+from pyro_dirmag.infer.metrics import accuracy as _accuracy  # noqa: E402
+from pyro_dirmag.infer.prune import prune  # noqa: E402
+from pyro_dirmag.run import load_run, load_splits  # noqa: E402
 
 
 def accuracy(net, x, y):
-    with torch.no_grad():
-        predicted = torch.cat([net(chunk).argmax(-1) for chunk in x.split(1000)])
-    return float((predicted == y).float().mean())
+    return _accuracy(logits_in_chunks(net, x).softmax(-1), y)
 
 
 def sweep(run, thresholds):

@@ -197,9 +197,7 @@ def prune(
         else:
             unit_keep.append(torch.ones(layer.num_units, dtype=torch.bool))
     # Output masks (never drop the outputs of the last layer) and input masks.
-    # ``arriving``: the input features the pruned layer receives from the pruned layers
-    # before it (None: all of the network's inputs).
-    out_keep, in_keep, arriving = [], [], []
+    out_keep, in_keep = [], []
     for k, (name, layer) in enumerate(layers):
         n_out = layer.v.shape[0]
         last = k == len(layers) - 1
@@ -208,7 +206,6 @@ def prune(
         else:
             out_keep.append(unit_keep[k].clone())
         keep_in = unit_keep[k].clone() if layer.reverse else None
-        arrive = None
         if k > 0:
             prev = out_keep[k - 1]
             n_in = layer.v.shape[1]
@@ -218,18 +215,13 @@ def prune(
                     f"{name!r} ({n_in} inputs)"
                 )
             per_output = n_in // prev.numel()  # e.g. a conv filter's flattened positions
-            keep_in = (
-                prev.repeat_interleave(per_output)
-                if keep_in is None
-                else keep_in & prev.repeat_interleave(per_output)
-            )
+            spread = prev.repeat_interleave(per_output)
+            keep_in = spread if keep_in is None else keep_in & spread
             if layer.reverse:
                 # An output of the previous layer whose features a reverse layer drops
                 # all of is an output the previous layer no longer needs to compute.
                 out_keep[k - 1] = prev & keep_in.view(prev.numel(), per_output).any(1)
-            arrive = out_keep[k - 1].repeat_interleave(per_output)
         in_keep.append(keep_in)
-        arriving.append(arrive)
     pruned, zeroed = copy.deepcopy(network), copy.deepcopy(network)
     report = PruneReport(threshold)
     for k, (name, layer) in enumerate(layers):
@@ -254,10 +246,14 @@ def prune(
             weight = weight.index_select(1, cols)
             if k == 0 and layer.reverse:
                 select = SelectFeatures(cols)
-            elif layer.reverse and not torch.equal(in_keep[k], arriving[k]):
-                # a reverse layer after a conv keeps some positions of a kept filter:
-                # pick them out of the features that arrive
-                select = SelectFeatures(in_keep[k][arriving[k]].nonzero().squeeze(-1))
+            elif layer.reverse:
+                # the features the pruned layers before it still compute
+                prev = out_keep[k - 1]
+                arriving = prev.repeat_interleave(in_keep[k].numel() // prev.numel())
+                if not torch.equal(in_keep[k], arriving):
+                    # a reverse layer after a conv keeps some positions of a kept filter:
+                    # pick them out of the features that arrive
+                    select = SelectFeatures(in_keep[k][arriving].nonzero().squeeze(-1))
         plain = _plain_layer(layer, weight, bias)
         if select is not None:
             plain = nn.Sequential(select, plain)
