@@ -71,7 +71,10 @@ def row(run, pruning="chosen", tag=None):
     pruned = r.get(f"pruned_{pruning}")
     if pruned:
         kept = "-".join(str(layer["units_kept"]) for layer in pruned["layers"])
-        cells += [kept, f"x{pruned['compression']:.2f}", _pct(pruned["test"]["accuracy"])]
+        compression = f"x{pruned['compression']:.2f}"
+        if "mac_reduction" in pruned:  # (prune.json files before multiply-accumulates)
+            compression += f", x{pruned['mac_reduction']:.2f} MACs"
+        cells += [kept, compression, _pct(pruned["test"]["accuracy"])]
     else:
         cells += ["-", "-", "-"]
     cells.append(f"{r['train_seconds'] / 60:.0f}")

@@ -5,6 +5,7 @@ The ``pyro-dirmag`` command line (also ``python -m pyro_dirmag``)::
     pyro-dirmag evaluate runs/A      # metrics.json: mean / sample / ensemble metrics
     pyro-dirmag prune runs/A         # prune.json, pruned.pt, pruned.pt2
     pyro-dirmag prune runs/A --tolerance 0.002 --tag tol2   # prune-tol2.json, ...
+    pyro-dirmag prune runs/A --objective macs --tag macs    # least compute, not storage
     pyro-dirmag plot runs/A          # PNG pictures
 
 ``train`` needs the ``train`` extra (PyTorch Lightning); the other commands do not.
@@ -28,7 +29,7 @@ import warnings
 import torch
 
 from .data import DATASETS, DataError
-from .infer.recipe import Recipe
+from .infer.recipe import CRITERIA, OBJECTIVES, Recipe
 from .infer.training import NonFiniteLossError
 from .run import (
     CHECKPOINT,
@@ -131,10 +132,17 @@ def _parser():
     r.add_argument("--tolerance", type=float, default=0.001, help="validation accuracy to lose")
     r.add_argument(
         "--criterion",
-        choices=("accuracy", "agreement"),
+        choices=CRITERIA,
         default="accuracy",
         help="what --tolerance bounds: the validation accuracy lost, or the fraction of "
         "validation predictions that change (steadier on small validation sets)",
+    )
+    r.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="params",
+        help="what the threshold search removes the most of: parameters (storage) or "
+        "multiply-accumulates (compute: conv filters weigh more)",
     )
     r.add_argument(
         "--tag",
@@ -615,9 +623,16 @@ def _prune(args):
         if len(yv) == 0:
             raise CLIError(f"{args.run} has no validation split: pass --threshold")
         threshold, val = choose_thresholds(
-            model, guide, xv, yv, tolerance=args.tolerance, criterion=args.criterion
+            model,
+            guide,
+            xv,
+            yv,
+            tolerance=args.tolerance,
+            criterion=args.criterion,
+            objective=args.objective,
         )
         result["threshold_source"] = "validation"
+        result["objective"] = args.objective
         result["validation"] = val
     else:
         threshold = args.threshold

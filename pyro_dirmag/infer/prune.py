@@ -64,8 +64,16 @@ class PruneReport:
     ``layers`` holds one dict per DirMag layer with keys ``name``, ``kind``
     (``"out"`` units or ``"in"`` features for ``reverse``), ``units_kept`` (units of
     that kind left in the pruned layer), ``units_total``, ``params_kept``,
-    ``params_total`` (weights and biases) and ``threshold`` (the layer's threshold);
-    ``threshold`` is the float or per-layer dict :func:`prune` was given.
+    ``params_total`` (weights and biases), ``macs_kept``, ``macs_total``
+    (multiply-accumulates of the layer's weights for one row of the network's inputs:
+    the weights times the output positions each one is applied at, e.g. a conv
+    filter's height x width; bias additions not counted) and ``threshold`` (the
+    layer's threshold); ``threshold`` is the float or per-layer dict :func:`prune` was
+    given.
+
+    Parameters measure storage; multiply-accumulates measure compute, where conv
+    filters count far more than their weights (the "speed-up" of structured pruning,
+    as SBP, Neklyudov et al. 2017, report it).
     """
 
     threshold: float | dict[str, float]
@@ -79,6 +87,14 @@ class PruneReport:
     def params_total(self) -> int:
         return sum(r["params_total"] for r in self.layers)
 
+    @property
+    def macs_kept(self) -> int:
+        return sum(r["macs_kept"] for r in self.layers)
+
+    @property
+    def macs_total(self) -> int:
+        return sum(r["macs_total"] for r in self.layers)
+
     def as_dict(self):
         """A JSON-ready summary: thresholds, per-layer counts, totals, compression."""
         return {
@@ -87,12 +103,20 @@ class PruneReport:
             "params_kept": self.params_kept,
             "params_total": self.params_total,
             "compression": self.compression,
+            "macs_kept": self.macs_kept,
+            "macs_total": self.macs_total,
+            "mac_reduction": self.mac_reduction,
         }
 
     @property
     def compression(self) -> float:
         """Parameter compression: total weights and biases before / after."""
         return self.params_total / max(self.params_kept, 1)
+
+    @property
+    def mac_reduction(self) -> float:
+        """Compute reduction: multiply-accumulates per input row before / after."""
+        return self.macs_total / max(self.macs_kept, 1)
 
     def __str__(self):
         if isinstance(self.threshold, dict):
@@ -108,7 +132,8 @@ class PruneReport:
             )
         lines.append(
             f"  total params {self.params_kept} / {self.params_total} "
-            f"(compression x{self.compression:.2f})"
+            f"(compression x{self.compression:.2f}), multiply-accumulates "
+            f"{self.macs_kept} / {self.macs_total} (x{self.mac_reduction:.2f})"
         )
         return "\n".join(lines)
 
@@ -224,6 +249,7 @@ def prune(
         in_keep.append(keep_in)
     pruned, zeroed = copy.deepcopy(network), copy.deepcopy(network)
     report = PruneReport(threshold)
+    weights_kept = {}
     for k, (name, layer) in enumerate(layers):
         weight, bias = mean_network[name]
         weight = weight.detach()
@@ -261,6 +287,7 @@ def prune(
         zeroed = _set_submodule(zeroed, name, _plain_layer(layer, zero_w, zero_b))
         total = layer.v.numel() + (0 if layer.bias is None else layer.bias.numel())
         kept = weight.numel() + (0 if bias is None else bias.numel())
+        weights_kept[name] = weight.numel()
         report.layers.append(
             {
                 "name": name,
@@ -274,7 +301,11 @@ def prune(
         )
     pruned, zeroed = _depyro(pruned), _depyro(zeroed)
     _check_plain(pruned)
-    _check_same(pruned, zeroed, net_args)
+    expected, positions = _run_counting_positions(zeroed, [n for n, _ in layers], net_args)
+    _check_same(pruned, expected, net_args)
+    for row, (name, layer) in zip(report.layers, layers, strict=True):
+        row["macs_kept"] = weights_kept[name] * positions[name]
+        row["macs_total"] = layer.v.numel() * positions[name]
     # Registration order in the report, as dirmag_layers gives it.
     rank = {name: i for i, (name, _) in enumerate(dirmag_layers(network))}
     report.layers.sort(key=lambda r: rank[r["name"]])
@@ -356,8 +387,32 @@ def _check_plain(module):
             )
 
 
-def _check_same(pruned, zeroed, net_args):
-    """The pruned network must compute the mean network with the dropped units zeroed."""
+def _run_counting_positions(network, names, net_args):
+    """``(output, {name: positions})``: ``network`` run on ``net_args``, and how many
+    output positions each named layer applies its weights at (1 for a dense layer on one
+    row of inputs, height x width for a conv layer)."""
+    positions = {}
+
+    def count(name):
+        def hook(module, inputs, output):
+            units = output.shape[-3] if isinstance(module, nn.Conv2d) else output.shape[-1]
+            positions[name] = output.numel() // max(units, 1)
+
+        return hook
+
+    handles = [network.get_submodule(n).register_forward_hook(count(n)) for n in names]
+    try:
+        args, kwargs = net_args
+        output = network(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return output, positions
+
+
+def _check_same(pruned, expected, net_args):
+    """The pruned network must compute ``expected``, the mean network's output with the
+    dropped units zeroed."""
     args, kwargs = net_args
     try:
         got = pruned(*args, **kwargs)
@@ -366,7 +421,6 @@ def _check_same(pruned, zeroed, net_args):
             "model: dropping units breaks this network (the DirMag layers are not a chain "
             f"of layers in call order): {error}"
         ) from error
-    expected = zeroed(*args, **kwargs)
     if not (torch.is_tensor(got) and torch.is_tensor(expected)):
         return
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):

@@ -295,6 +295,9 @@ def fit(
 
 
 CRITERIA = ("accuracy", "agreement")
+#: What :func:`choose_thresholds` removes the most of: weights and biases, or the
+#: multiply-accumulates of one forward pass (:class:`~pyro_dirmag.infer.PruneReport`).
+OBJECTIVES = ("params", "macs")
 
 
 @torch.no_grad()
@@ -306,14 +309,17 @@ def choose_thresholds(
     candidates=THRESHOLD_CANDIDATES,
     tolerance=0.001,
     criterion="accuracy",
+    objective="params",
 ):
     r"""
     Per-layer :math:`\log\alpha` pruning thresholds chosen on held-out data.
 
     A greedy search over the per-layer thresholds: starting from nothing pruned, each
     round tries lowering one layer's threshold to its next smaller candidate, for every
-    layer, and takes the move that removes the most parameters among the allowed ones
-    (ties: the higher held-out accuracy); it stops when no move is allowed. Unlike
+    layer, and takes the move that removes the most parameters (``objective="params"``)
+    or multiply-accumulates (``objective="macs"``: compute, where a conv filter weighs
+    its weights times its output positions) among the allowed ones (ties: the higher
+    held-out accuracy); it stops when no move is allowed. Unlike
     choosing layer by layer, the budget goes where it buys the most compression. A move
     is allowed when the pruned mean network
 
@@ -330,6 +336,7 @@ def choose_thresholds(
     :param float tolerance: accuracy (a fraction, 0.001 = 0.1 point) one may lose, or
         the fraction of predictions that may change.
     :param str criterion: ``"accuracy"`` (default) or ``"agreement"``.
+    :param str objective: ``"params"`` (default) or ``"macs"``.
     :returns: ``({layer name: threshold}, {"reference": acc, "pruned": acc,
         "changed": fraction})``; ``inf`` for a layer left unpruned.
     """
@@ -339,6 +346,9 @@ def choose_thresholds(
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    cost = {"params": "params_kept", "macs": "macs_kept"}[objective]
     candidates = sorted({float(c) for c in candidates}, reverse=True)
     if not candidates:
         raise ValueError("candidates must not be empty")
@@ -353,7 +363,7 @@ def choose_thresholds(
     reference = float((reference_pred == y_val).float().mean())
     names = [r["name"] for r in report.layers]  # prune's names, relative to the network
     chosen = dict.fromkeys(names, math.inf)
-    params = report.params_kept
+    kept = getattr(report, cost)
     current, changed = reference, 0.0
     while True:
         best = None
@@ -370,10 +380,10 @@ def choose_thresholds(
             else:
                 allowed = change <= tolerance
             if allowed:
-                key = (params - report.params_kept, acc)
+                key = (kept - getattr(report, cost), acc)
                 if best is None or key > best[0]:
-                    best = (key, trial, acc, change, report.params_kept)
+                    best = (key, trial, acc, change, getattr(report, cost))
         if best is None:
             break
-        _, chosen, current, changed, params = best
+        _, chosen, current, changed, kept = best
     return chosen, {"reference": reference, "pruned": current, "changed": changed}

@@ -146,9 +146,21 @@ def test_evaluate_prune_plot(reference, capsys):
         == (report["params_kept"])
     )
 
+    # an MLP's multiply-accumulates are its weights: parameters less the 410 biases
+    assert report["macs_total"] == 784 * 300 + 300 * 100 + 100 * 10
+    assert report["params_total"] - report["macs_total"] == 300 + 100 + 10
+    assert report["objective"] == "params"
+
     assert main(["prune", run, "--criterion", "agreement", "--tolerance", "0"]) == 0
     report = read_json(os.path.join(run, "prune.json"))
     assert report["validation"]["changed"] == 0.0
+
+    assert main(["prune", run, "--objective", "macs", "--tag", "macs"]) == 0
+    report = read_json(os.path.join(run, "prune-macs.json"))
+    assert report["objective"] == "macs" and report["mac_reduction"] >= 1.0
+    capsys.readouterr()
+    assert main(["prune", run, "--objective", "flops"]) == 2
+    assert "--objective" in capsys.readouterr().err
 
     assert main(["prune", run, "--threshold", "100"]) == 0
     report = read_json(os.path.join(run, "prune.json"))

@@ -2,6 +2,7 @@ import pytest
 import torch
 from pyro.nn import PyroModule
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from pyro_dirmag._sites import site_name
 from pyro_dirmag.infer import DirMagGuide, predict, prune
@@ -44,6 +45,15 @@ def _zero_units(model, guide, drop):
                 layer.bias[idx] = 0.0
 
 
+def _assert_macs_counted(pruned, report, x):
+    """The report's multiply-accumulates are half of torch's FLOP count of one row."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        pruned(x[:1])
+    assert 2 * report.macs_kept == counter.get_total_flops()
+    assert report.macs_kept < report.macs_total
+    assert report.as_dict()["mac_reduction"] == report.macs_total / report.macs_kept
+
+
 def _random_log_alpha(guide, rng_gen, threshold):
     drop = {}
     for name, la in guide.log_alpha().items():
@@ -84,6 +94,7 @@ def test_prune_removes_exactly_units_above_threshold(arch, reverse):
             assert p.weight.shape[1] == layer.v.shape[1] - len(drop[name])
     assert report.params_kept < report.params_total
     assert "compression" in str(report)
+    _assert_macs_counted(pruned, report, x)
     # the pruned net computes the mean network with the dropped units zeroed
     unzeroed = predict(model, guide, x, mode="mean")
     _zero_units(model, guide, drop)
@@ -124,12 +135,26 @@ def test_prune_conv_then_reverse_dense():
     assert plain[1].weight.shape[0] == int(filters.sum())
     assert plain[2].weight.shape[1] == int(features.sum())
     assert any(isinstance(m, SelectFeatures) for m in pruned.modules())
+    _assert_macs_counted(pruned, report, x)
     # the pruned net computes the mean network with the dropped units zeroed
     _zero_units(model, guide, drop)
     expected = predict(model, guide, x, mode="mean")
     with torch.no_grad():
         got = pruned(x).softmax(-1)
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_prune_report_counts_multiply_accumulates_per_example(reverse):
+    """LeNet5 on a 28 x 28 image: conv1 20 filters of 5 x 5 at 24 x 24 positions, conv2
+    50 of 20 x 5 x 5 at 8 x 8, then 800 x 500 and 500 x 10 (counted by hand)."""
+    model = dirmag_model("lenet5", 1000, reverse=reverse)
+    guide = _fit_guide(model, torch.randn(9, 784))
+    _, report = prune(model, guide, float("inf"))
+    macs = [r["macs_total"] for r in report.layers]
+    assert macs == [20 * 25 * 24 * 24, 50 * 20 * 25 * 8 * 8, 800 * 500, 500 * 10]
+    assert [r["macs_kept"] for r in report.layers] == macs
+    assert report.mac_reduction == 1.0
 
 
 def test_prune_threshold_keeps_everything_when_high():

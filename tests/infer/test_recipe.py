@@ -348,3 +348,53 @@ def test_agreement_criterion_bounds_the_changed_predictions():
     assert val0["changed"] == 0.0
     with pytest.raises(ValueError, match="criterion"):
         choose_thresholds(model, guide, x, y, criterion="loss")
+
+
+def test_choose_thresholds_objective_macs_prefers_conv_filters():
+    """Two moves, either allowed alone but not both: dropping 10 of LeNet5's 50 conv2
+    filters (85,010 parameters, 400,000 multiply-accumulates) or 150 of its 500 dense
+    units (121,650 parameters, 121,500 multiply-accumulates). The parameter objective
+    takes the dense move, the compute objective the conv move."""
+    torch.manual_seed(0)
+    model = dirmag_model("lenet5", 1000)
+    guide = Recipe().guide(model)
+    x = torch.randn(1000, 784)
+    guide(x[:4])
+    for site, la in guide.log_alpha().items():
+        values = torch.full_like(la, -9.0)
+        if site == "net.4.magnitude":
+            values[:10] = 2.0
+        if site == "net.8.magnitude":
+            values[:150] = 2.0
+        _set_log_alpha(guide, site, values)
+    keep = {"1": 3.0, "4": 3.0, "8": 3.0, "10": 3.0}
+    conv_move, dense_move = dict(keep, **{"4": -1.0}), dict(keep, **{"8": -1.0})
+    both = dict(conv_move, **{"8": -1.0})
+
+    def predicted(threshold):
+        pruned, report = prune(model, guide, threshold=threshold)
+        with torch.no_grad():
+            return pruned(x).argmax(-1), report
+
+    ref, _ = predicted(keep)
+    (conv, conv_report), (dense, dense_report) = predicted(conv_move), predicted(dense_move)
+    both_pred, _ = predicted(both)
+    saved = {
+        k: (r.params_total - r.params_kept, r.macs_total - r.macs_kept)
+        for k, r in (("conv", conv_report), ("dense", dense_report))
+    }
+    assert saved == {"conv": (85_010, 400_000), "dense": (121_650, 121_500)}
+    # one example each move changes alone (and both together), and examples none changes
+    only_conv = ((conv != ref) & (dense == ref) & (both_pred != ref)).nonzero().squeeze(-1)
+    only_dense = ((dense != ref) & (conv == ref) & (both_pred != ref)).nonzero().squeeze(-1)
+    same = ((conv == ref) & (dense == ref) & (both_pred == ref)).nonzero().squeeze(-1)
+    assert len(only_conv) and len(only_dense) and len(same) >= 98
+    x = torch.cat([x[only_conv[:1]], x[only_dense[:1]], x[same[:98]]])
+    y = ref[torch.cat([only_conv[:1], only_dense[:1], same[:98]])]
+    kwargs = dict(candidates=(-1.0,), tolerance=0.015, criterion="agreement")
+    by_params, _ = choose_thresholds(model, guide, x, y, **kwargs)
+    by_macs, _ = choose_thresholds(model, guide, x, y, objective="macs", **kwargs)
+    assert (by_params["4"], by_params["8"]) == (math.inf, -1.0)
+    assert (by_macs["4"], by_macs["8"]) == (-1.0, math.inf)
+    with pytest.raises(ValueError, match="objective"):
+        choose_thresholds(model, guide, x, y, objective="flops")
