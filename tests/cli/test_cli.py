@@ -140,6 +140,10 @@ def test_evaluate_prune_plot(reference, capsys):
     xt, yt = load_splits(read_json(os.path.join(run, "config.json")))["test"]
     acc = (program(xt).argmax(-1) == yt).double().mean().item()
     assert acc == pytest.approx(report["test"]["accuracy"])
+    # the unpruned reference is evaluate's mean network (computed another way: predict)
+    unpruned = report["test_unpruned"]
+    assert unpruned["accuracy"] == pytest.approx(metrics["test"]["mean"]["accuracy"])
+    assert unpruned["nll"] == pytest.approx(metrics["test"]["mean"]["nll"], rel=1e-4)
     state = torch.load(os.path.join(run, "pruned.pt"), weights_only=True)
     assert (
         sum(v.numel() for k, v in state.items() if k.endswith(("weight", "bias")))
@@ -165,6 +169,7 @@ def test_evaluate_prune_plot(reference, capsys):
     assert main(["prune", run, "--threshold", "100"]) == 0
     report = read_json(os.path.join(run, "prune.json"))
     assert report["threshold_source"] == "--threshold" and report["compression"] == 1.0
+    assert report["test"] == report["test_unpruned"]
 
     # a tagged pruning sits next to the untagged one and leaves it as it was
     untagged = {f: pathlib.Path(run, f).read_bytes() for f in ("prune.json", "pruned.pt")}
