@@ -63,6 +63,7 @@ def build(
     recipe=None,
     phi=None,
     angle_prior=None,
+    direction_noise=True,
     alpha=None,
     magnitude=None,
     magnitude_alpha=None,
@@ -79,6 +80,9 @@ def build(
         ``dirmag-reverse`` and ``"per_example"`` for ``dirmag``.
     :param str angle_prior: the DirMag angle prior, ``"uniform"`` (default, the
         thesis's) or ``"hemisphere"`` (:class:`~pyro_dirmag.distributions.HemisphereAngle`).
+    :param bool direction_noise: whether the DirMag layers have the latent direction
+        angle (default ``True``, the thesis's model); ``False`` keeps the magnitude
+        posterior only.
     :param float alpha: noise strength of a non-variational method
         (default :data:`DEFAULT_ALPHA`).
     :param str magnitude: optional magnitude noise of the noisy layers.
@@ -95,6 +99,7 @@ def build(
             reverse=reverse,
             phi=phi or ("shared" if reverse else "per_example"),
             angle_prior=angle_prior or "uniform",
+            direction_noise=direction_noise,
         )
         return model, (recipe or Recipe()).guide(model)
     if method == "none":

@@ -105,6 +105,13 @@ def _parser():
         choices=["uniform", "hemisphere"],
         help="DirMag angle prior (default uniform, the thesis's)",
     )
+    t.add_argument(
+        "--direction-noise",
+        type=_on_off,
+        metavar="{on,off}",
+        help="DirMag: a latent direction angle (default on, the thesis's); off keeps "
+        "the magnitude posterior only",
+    )
     t.add_argument("--alpha", type=float, help="noise strength of a non-variational method")
     t.add_argument("--magnitude", choices=["normal", "gamma"], help="magnitude noise")
     t.add_argument("--magnitude-alpha", type=float, help="its variance")
@@ -175,7 +182,22 @@ _RECIPE_FLAGS = {
     "kl_warmup_end": "kl_warmup_end",
     "init_log_alpha": "init_log_alpha",
 }
-_METHOD_FLAGS = ("phi", "angle_prior", "alpha", "magnitude", "magnitude_alpha", "on")
+_METHOD_FLAGS = (
+    "phi",
+    "angle_prior",
+    "direction_noise",
+    "alpha",
+    "magnitude",
+    "magnitude_alpha",
+    "on",
+)
+_DIRMAG_FLAGS = {"phi", "angle_prior", "direction_noise"}
+
+
+def _on_off(text):
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
 
 
 def _flag(key):
@@ -262,11 +284,11 @@ def _train_config(args, rank):
 
     method = settings["method"]
     allowed = (
-        {"phi", "angle_prior"}
+        _DIRMAG_FLAGS
         if is_variational(method)
         else set()
         if method == "none"
-        else set(_METHOD_FLAGS) - {"phi", "angle_prior"}
+        else set(_METHOD_FLAGS) - _DIRMAG_FLAGS
     )
     extra = sorted(method_given.keys() - allowed)
     if extra:

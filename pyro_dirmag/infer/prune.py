@@ -96,7 +96,8 @@ class PruneReport:
         return sum(r["macs_total"] for r in self.layers)
 
     def as_dict(self):
-        """A JSON-ready summary: thresholds, per-layer counts, totals, compression."""
+        """A JSON-ready summary: thresholds, per-layer counts, totals, parameter
+        compression and multiply-accumulate reduction."""
         return {
             "threshold": self.threshold,
             "layers": [dict(r) for r in self.layers],

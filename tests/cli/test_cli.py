@@ -191,6 +191,21 @@ def test_evaluate_prune_plot(reference, capsys):
         _png_ok(os.path.join(run, name))
 
 
+def test_magnitude_only_dirmag_trains_and_prunes(data_root, tmp_path):
+    """``--direction-noise off``: the DirMag model without the latent angle (no angle
+    site, no angle parameters), stored in the run and rebuilt as such."""
+    out = tmp_path / "run"
+    assert train(data_root, out, "--epochs", "2", "--direction-noise", "off") == 0
+    assert read_json(os.path.join(out, "config.json"))["method_options"] == {
+        "direction_noise": False
+    }
+    _, model, guide, checkpoint = load_run(str(out))
+    assert not any("angle" in k for k in checkpoint["state_dict"])
+    assert any("magnitude" in k for k in checkpoint["state_dict"])
+    assert main(["prune", str(out), "--threshold", "0"]) == 0
+    assert main(["evaluate", str(out), "--num-samples", "2"]) == 0
+
+
 @pytest.mark.parametrize("method", ["none", "gaussian-dropout", "rotation_beta"])
 def test_other_methods_train_and_evaluate(data_root, tmp_path, method):
     out = tmp_path / "run"
@@ -216,6 +231,11 @@ BAD_TRAIN = {
     "train_size": (["--train-size", "100000"], "--train-size"),
     "option": (["--alpha", "0.1"], "--alpha"),
     "angle_prior": (["--method", "none", "--angle-prior", "hemisphere"], "--angle-prior"),
+    "direction_noise": (["--direction-noise", "maybe"], "--direction-noise"),
+    "direction_noise_method": (
+        ["--method", "gaussian-dropout", "--direction-noise", "off"],
+        "--direction-noise",
+    ),
     "strategy": (["--strategy", "no-such-strategy"], "--strategy"),
 }
 if not torch.cuda.is_available():
