@@ -72,7 +72,9 @@ def row(run, pruning="chosen", tag=None):
     if pruned:
         kept = "-".join(str(layer["units_kept"]) for layer in pruned["layers"])
         compression = f"x{pruned['compression']:.2f}"
-        if "mac_reduction" in pruned:  # (prune.json files before multiply-accumulates)
+        # compute, where it differs from storage: weights applied at several positions
+        # (conv layers; prune.json files from before multiply-accumulates have none)
+        if pruned.get("macs_total", 0) > pruned["params_total"]:
             compression += f", x{pruned['mac_reduction']:.2f} MACs"
         cells += [kept, compression, _pct(pruned["test"]["accuracy"])]
     else:
