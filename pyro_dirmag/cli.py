@@ -244,10 +244,13 @@ def _train_config(args, rank):
                     f"{args.out} was trained with {_flag(field)} {config['recipe'][field]}"
                 )
         for key, value in method_given.items():
-            if config["method_options"].get(key) != value:
-                raise CLIError(
-                    f"{args.out} was trained with {_flag(key)} {config['method_options'].get(key)}"
-                )
+            stored = config["method_options"].get(key)
+            if stored != value:
+                if stored is None:
+                    raise CLIError(f"{args.out} was trained without {_flag(key)}")
+                if isinstance(stored, bool):
+                    stored = "on" if stored else "off"
+                raise CLIError(f"{args.out} was trained with {_flag(key)} {stored}")
         if args.data_dir is not None:
             config["data_dir"] = os.path.abspath(args.data_dir)
         return config

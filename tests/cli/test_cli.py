@@ -191,7 +191,7 @@ def test_evaluate_prune_plot(reference, capsys):
         _png_ok(os.path.join(run, name))
 
 
-def test_magnitude_only_dirmag_trains_and_prunes(data_root, tmp_path):
+def test_magnitude_only_dirmag_trains_and_prunes(data_root, tmp_path, capsys):
     """``--direction-noise off``: the DirMag model without the latent angle (no angle
     site, no angle parameters), stored in the run and rebuilt as such."""
     out = tmp_path / "run"
@@ -204,6 +204,9 @@ def test_magnitude_only_dirmag_trains_and_prunes(data_root, tmp_path):
     assert any("magnitude" in k for k in checkpoint["state_dict"])
     assert main(["prune", str(out), "--threshold", "0"]) == 0
     assert main(["evaluate", str(out), "--num-samples", "2"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--direction-noise", "on"]) == 2
+    assert "trained with --direction-noise off" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method", ["none", "gaussian-dropout", "rotation_beta"])
@@ -261,6 +264,8 @@ def test_existing_run_is_not_overwritten(reference, data_root, capsys):
     # resuming with another model or a finished run: refused too
     assert main(["train", "--out", reference, "--resume", "--model", "lenet5"]) == 2
     assert "--model" in capsys.readouterr().err
+    assert main(["train", "--out", reference, "--resume", "--direction-noise", "off"]) == 2
+    assert "trained without --direction-noise" in capsys.readouterr().err
     assert main(["train", "--out", reference, "--resume"]) == 2
     assert "finished" in capsys.readouterr().err
     after = {n: os.path.getmtime(os.path.join(reference, n)) for n in os.listdir(reference)}
