@@ -78,11 +78,6 @@ def metrics(probs, y):
     return classification_metrics(probs, y)
 
 
-def logits_in_chunks(net, x):
-    with torch.no_grad():
-        return torch.cat([net(c) for c in x.split(1000)])
-
-
 def train_plain(net, x, y, args, log):
     """Cross-entropy with the recipe's Adam and schedule (non-Bayesian rows, pre-training)."""
     recipe = Recipe(lr=args.lr, flat_fraction=args.flat_fraction)
@@ -108,7 +103,7 @@ def prune_results(model, guide, val, test, tolerance, criterion="accuracy", **kw
     out = {"validation" if criterion == "accuracy" else f"validation_{criterion}": chosen}
     for label, thr in ((chosen_label, thresholds), ("fixed3", 3.0)):
         pruned, report = prune(model, guide, threshold=thr)
-        probs = logits_in_chunks(pruned, test[0]).softmax(-1)
+        probs = predict_probs(pruned, test[0], "mean", batch_size=1000)
         out[f"pruned_{label}"] = dict(report.as_dict(), test=metrics(probs, test[1]))
         print(report, f"\n  test accuracy {out[f'pruned_{label}']['test']['accuracy']:.4f}")
     return out
@@ -137,7 +132,7 @@ def main(argv=None):
         train_plain(net, x, y, args, log)
         result["train_seconds"] = time.perf_counter() - start
         if args.method == "none":
-            probs = logits_in_chunks(net, xt).softmax(-1)
+            probs = predict_probs(net, xt, "mean", batch_size=1000)
             result["test"] = {"mean": metrics(probs, yt)}
         else:
             result["test"] = {

@@ -11,22 +11,17 @@ and the change of validation and test accuracy (points) of the pruned mean netwo
 
 import argparse
 import math
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from mnist_recipe import logits_in_chunks  # noqa: E402
-
-from pyro_dirmag.infer.metrics import accuracy as _accuracy  # noqa: E402
-from pyro_dirmag.infer.prune import prune  # noqa: E402
-from pyro_dirmag.run import load_run, load_splits  # noqa: E402
+from pyro_dirmag.infer.metrics import accuracy as _accuracy
+from pyro_dirmag.infer.prune import prune
+from pyro_dirmag.nn import predict_probs
+from pyro_dirmag.run import load_run, load_splits
 
 
 def accuracy(net, x, y):
-    return _accuracy(logits_in_chunks(net, x).softmax(-1), y)
+    return _accuracy(predict_probs(net, x, "mean", batch_size=1000), y)
 
 
 def sweep(run, thresholds):
@@ -34,12 +29,10 @@ def sweep(run, thresholds):
     data = load_splits(config)
     (xv, yv), (xt, yt) = data["val"], data["test"]
     unpruned, _ = prune(model, guide, threshold=math.inf)
-    unpruned.eval()
     val0, test0 = accuracy(unpruned, xv, yv), accuracy(unpruned, xt, yt)
     cells = []
     for threshold in thresholds:
         net, report = prune(model, guide, threshold=float(threshold))
-        net.eval()
         val = 100 * (accuracy(net, xv, yv) - val0) if len(yv) else math.nan
         test = 100 * (accuracy(net, xt, yt) - test0)
         cells.append(f"{threshold:g}: x{report.compression:.2f} val {val:+.2f} test {test:+.2f}")

@@ -625,6 +625,7 @@ def _prune(args):
     from .infer.prune import prune
     from .infer.recipe import choose_thresholds
     from .models import is_variational
+    from .nn import predict_probs
 
     config, model, guide, _ = load_run(_existing_run(args.run))
     if not is_variational(config["method"]):
@@ -668,9 +669,7 @@ def _prune(args):
     xt, yt = data["test"]
 
     def test_metrics(network):
-        with torch.no_grad():
-            probs = torch.cat([network.eval()(c) for c in xt.split(1000)]).softmax(-1)
-        return classification_metrics(probs, yt)
+        return classification_metrics(predict_probs(network, xt, "mean", batch_size=1000), yt)
 
     result.update(report.as_dict())
     result["test"] = test_metrics(net)
