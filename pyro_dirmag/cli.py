@@ -98,6 +98,12 @@ def _parser():
     t.add_argument("--flat-fraction", type=float, help="share of the run at the full rate")
     t.add_argument("--kl-warmup-start", type=float, help="progress where the KL weight rises")
     t.add_argument("--kl-warmup-end", type=float, help="progress where it reaches 1")
+    t.add_argument(
+        "--kl-final-weight",
+        type=float,
+        help="KL weight after the warm-up (1: the ELBO; above 1 a stronger bound, below 1 "
+        "a tempered posterior)",
+    )
     t.add_argument("--init-log-alpha", type=float, help="initial log alpha of the magnitudes")
     t.add_argument("--phi", choices=["per_example", "shared"], help="DirMag rotation planes")
     t.add_argument(
@@ -180,6 +186,7 @@ _RECIPE_FLAGS = {
     "flat_fraction": "flat_fraction",
     "kl_warmup_start": "kl_warmup_start",
     "kl_warmup_end": "kl_warmup_end",
+    "kl_final_weight": "kl_final_weight",
     "init_log_alpha": "init_log_alpha",
 }
 _METHOD_FLAGS = (

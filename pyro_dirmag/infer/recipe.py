@@ -190,7 +190,7 @@ class Recipe:
     grad_clip: float | None = None
 
     def __post_init__(self):
-        names = ("lr", "noise_lr", "init_angle_scale") + (
+        names = ("lr", "noise_lr", "kl_final_weight", "init_angle_scale") + (
             ("grad_clip",) if self.grad_clip is not None else ()
         )
         for name in names:

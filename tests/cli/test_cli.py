@@ -75,6 +75,15 @@ def test_train_writes_checkpoint_and_metrics(reference):
     assert config["recipe"] == Recipe().as_dict()  # every default from the Recipe
 
 
+def test_kl_final_weight_is_stored_and_used(data_root, tmp_path):
+    out = tmp_path / "run"
+    flags = ["--kl-warmup-start", "0", "--kl-warmup-end", "0", "--kl-final-weight", "0.5"]
+    assert train(data_root, out, "--epochs", "1", "--pretrain-epochs", "0", *flags) == 0
+    assert read_json(os.path.join(out, "config.json"))["recipe"]["kl_final_weight"] == 0.5
+    (record,) = rows(out)
+    assert record["kl_weight"] == 0.5
+
+
 @pytest.mark.slow
 def test_resume_two_plus_two_epochs_is_bit_exact(data_root, tmp_path, reference):
     out = tmp_path / "run"
@@ -231,6 +240,7 @@ BAD_TRAIN = {
     "batch": (["--batch-size", "-1"], "--batch-size"),
     "lr": (["--lr", "0"], "--lr"),
     "noise_lr": (["--noise-lr", "-1e-3"], "--noise-lr"),
+    "kl_final_weight": (["--kl-final-weight", "0"], "--kl-final-weight"),
     "train_size": (["--train-size", "100000"], "--train-size"),
     "option": (["--alpha", "0.1"], "--alpha"),
     "angle_prior": (["--method", "none", "--angle-prior", "hemisphere"], "--angle-prior"),
