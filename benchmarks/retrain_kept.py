@@ -1,0 +1,117 @@
+"""
+Gaussian dropout trained from scratch on the architecture that a finished ``pyro-dirmag``
+run's pruning kept, beside the same training on the run's full architecture: how much
+accuracy the kept units can reach at all (capacity), apart from what the variational
+training did with them.
+
+    python benchmarks/retrain_kept.py runs/A [--tag T] --seeds 0 1 2 [--epochs 50] [--kept-only]
+
+The kept architecture is the pruned network of the run's ``prune[-TAG].json``
+thresholds, with every ``Linear`` / ``Conv2d`` replaced by a freshly initialized
+weight-normalized layer with Gaussian dropout (``alpha`` 0.25, as ``pyro-dirmag train
+--method gaussian-dropout``); the full architecture is that method's network. Both train
+on the run's own training split with the recipe's Adam and schedule
+(:func:`~pyro_dirmag.infer.train_deterministic`, cross-entropy) for ``--epochs``, and
+are scored on the test set: mean network and an ensemble of 20 noise draws.
+"""
+
+import argparse
+import copy
+import json
+import os
+
+import torch
+from torch import nn
+
+from pyro_dirmag.infer import Recipe
+from pyro_dirmag.infer.metrics import accuracy
+from pyro_dirmag.infer.pretrain import train_deterministic
+from pyro_dirmag.infer.prune import prune
+from pyro_dirmag.models import build
+from pyro_dirmag.nn import NoisyConv2d, NoisyLinear, predict_probs
+from pyro_dirmag.run import load_run, load_splits
+
+
+def gaussian_dropout_copy(module, alpha):
+    """``module`` with every ``Linear`` / ``Conv2d`` replaced, in place, by a new
+    weight-normalized layer of the same shape with Gaussian dropout."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            new = NoisyLinear(child.in_features, child.out_features, noise="gaussian", alpha=alpha)
+        elif isinstance(child, nn.Conv2d):
+            if child.stride != (1, 1) or child.padding != (0, 0) or child.groups != 1:
+                raise ValueError(f"{name}: only stride 1, no padding, one group")
+            new = NoisyConv2d(
+                child.in_channels,
+                child.out_channels,
+                child.kernel_size,
+                noise="gaussian",
+                alpha=alpha,
+            )
+        else:
+            gaussian_dropout_copy(child, alpha)
+            continue
+        setattr(module, name, new)
+    return module
+
+
+def scores(net, x, y):
+    return {
+        mode: 100 * accuracy(predict_probs(net, x, mode, num_samples=20, batch_size=1000), y)
+        for mode in ("mean", "ensemble")
+    }
+
+
+def retrain(run, tag, seeds, epochs, alpha, kept_only=False):
+    config, model, guide, _ = load_run(run)
+    with open(os.path.join(run, f"prune{'-' + tag if tag else ''}.json")) as f:
+        pruning = json.load(f)
+    kept, report = prune(model, guide, threshold=pruning["threshold"])
+    data = load_splits(config)
+    (x, y), (xt, yt) = data["train"], data["test"]
+    recipe = Recipe(lr=config["recipe"]["lr"], flat_fraction=config["recipe"]["flat_fraction"])
+    print(f"{run}: kept x{report.compression:.2f} ({report.params_kept} parameters)", flush=True)
+    for seed in seeds:
+        row = {}
+        for which in ("kept",) if kept_only else ("kept", "full"):
+            torch.manual_seed(seed)
+            if which == "kept":
+                net = gaussian_dropout_copy(copy.deepcopy(kept), alpha)
+            else:
+                net = build(config["model"], "gaussian-dropout", len(y), alpha=alpha)[0].net
+            train_deterministic(
+                net,
+                x,
+                y,
+                epochs=epochs,
+                batch_size=config["batch_size"],
+                recipe=recipe,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            row[which] = scores(net, xt, yt)
+        print(
+            f"  seed {seed}: "
+            + " | ".join(
+                f"{which} mean {acc['mean']:.2f} ensemble {acc['ensemble']:.2f}"
+                for which, acc in row.items()
+            ),
+            flush=True,
+        )
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run")
+    p.add_argument("--tag", help="use prune-TAG.json")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--alpha", type=float, default=0.25)
+    p.add_argument("--kept-only", action="store_true", help="skip the full architecture")
+    p.add_argument("--threads", type=int, default=1)
+    opts = p.parse_args(argv)
+    torch.set_num_threads(opts.threads)
+    retrain(opts.run, opts.tag, opts.seeds, opts.epochs, opts.alpha, opts.kept_only)
+
+
+if __name__ == "__main__":
+    main()
