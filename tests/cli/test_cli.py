@@ -435,3 +435,36 @@ def test_default_pretrain_epochs_is_a_tenth_of_the_run(method, epochs, expected,
         ["train", "--method", method, "--epochs", str(epochs), "--out", str(tmp_path / "r")]
     )
     assert _train_config(args, rank=0)["pretrain_epochs"] == expected
+
+
+def test_retrain_kept_benchmark(reference, tmp_path, capsys):
+    """benchmarks/retrain_kept.py: the kept architecture, retrained, has the pruned
+    network's shapes, and both architectures train and score."""
+    import importlib.util
+    import shutil
+
+    from torch import nn
+
+    from pyro_dirmag.infer.prune import prune
+    from pyro_dirmag.nn import NoisyLinear
+
+    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "retrain_kept.py"
+    spec = importlib.util.spec_from_file_location("retrain_kept", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = tmp_path / "copy"
+    shutil.copytree(reference, run)
+    assert main(["prune", str(run), "--threshold", "0"]) == 0
+    capsys.readouterr()
+    _, model, guide, _ = load_run(str(run))
+    pruned, _ = prune(model, guide, threshold=0.0)
+    plain = [m for m in pruned.modules() if isinstance(m, nn.Linear)]
+    noisy = bench.gaussian_dropout_copy(pruned, 0.25)
+    layers = [m for m in noisy.modules() if isinstance(m, NoisyLinear)]
+    assert [(m.in_features, m.out_features) for m in layers] == [
+        (m.in_features, m.out_features) for m in plain
+    ]
+    assert not any(isinstance(m, nn.Linear) for m in noisy.modules())
+    bench.main([str(run), "--epochs", "1", "--seeds", "0"])
+    out = capsys.readouterr().out
+    assert "kept x" in out and "kept mean" in out and "full mean" in out, out
