@@ -97,12 +97,12 @@ def _parser():
     t.add_argument("--noise-lr", type=float, help=f"noise learning rate ({Recipe.noise_lr})")
     t.add_argument("--flat-fraction", type=float, help="share of the run at the full rate")
     t.add_argument("--kl-warmup-start", type=float, help="progress where the KL weight rises")
-    t.add_argument("--kl-warmup-end", type=float, help="progress where it reaches 1")
+    t.add_argument("--kl-warmup-end", type=float, help="progress where it reaches the final weight")
     t.add_argument(
         "--kl-final-weight",
         type=float,
-        help="KL weight after the warm-up (1: the ELBO; above 1 a stronger bound, below 1 "
-        "a tempered posterior)",
+        help="KL weight after the warm-up (1: the ELBO; above 1 a looser bound that prunes "
+        "harder, below 1 a tempered posterior)",
     )
     t.add_argument("--init-log-alpha", type=float, help="initial log alpha of the magnitudes")
     t.add_argument("--phi", choices=["per_example", "shared"], help="DirMag rotation planes")
