@@ -55,6 +55,27 @@ def evaluation_modes(method):
     return EVAL_MODES[:1] if method == "none" else EVAL_MODES
 
 
+# An option's value when it is not given: its default in build().
+_UNSET = {"direction_noise": True, "on": "activation"}
+
+
+def _check_options_apply(method, *, dirmag, noise):
+    """A ``ValueError`` naming the first option given that ``method`` has no use for:
+    DirMag options for the other methods, noise-layer options for DirMag and ``none``."""
+    unused = {}
+    if not is_variational(method):
+        unused.update(dirmag)
+    if is_variational(method) or method == "none":
+        unused.update(noise)
+    for name, value in unused.items():
+        if value != _UNSET.get(name):
+            kind = "DirMag posterior" if name in dirmag else "noise layers"
+            raise ValueError(
+                f"Expected parameter {name} ({value!r}) to be left unset: method {method!r} "
+                f"has no {kind}"
+            )
+
+
 def build(
     architecture,
     method,
@@ -89,8 +110,21 @@ def build(
     :param float magnitude_alpha: its variance.
     :param str on: where the noise enters, ``"activation"`` or ``"weight"``.
     :returns: ``(model, guide)``; the guide is not run yet.
+    :raises ValueError: for an unknown ``method``, or an option that ``method`` does not
+        use (a DirMag option for a non-DirMag method, a noise option for a DirMag method
+        or ``"none"``), rather than ignoring it.
     """
     _check_method(method)
+    _check_options_apply(
+        method,
+        dirmag={"phi": phi, "angle_prior": angle_prior, "direction_noise": direction_noise},
+        noise={
+            "alpha": alpha,
+            "magnitude": magnitude,
+            "magnitude_alpha": magnitude_alpha,
+            "on": on,
+        },
+    )
     if is_variational(method):
         reverse = method == "dirmag-reverse"
         model = dirmag_model(

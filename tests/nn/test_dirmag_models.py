@@ -60,3 +60,33 @@ def test_reverse_and_options():
     assert all(m.reverse and not m.direction_noise for m in dense)
     model = dirmag_model("lenet5", 100, reverse=True)
     assert not any(m.reverse for m in model.modules() if isinstance(m, DirMagConv2d))
+
+
+UNUSED_OPTIONS = [
+    ("gaussian-dropout", {"angle_prior": "hemisphere"}, "angle_prior"),
+    ("projected", {"phi": "shared"}, "phi"),
+    ("none", {"direction_noise": False}, "direction_noise"),
+    ("none", {"alpha": 0.2}, "alpha"),
+    ("dirmag", {"alpha": 0.1}, "alpha"),
+    ("dirmag-reverse", {"magnitude": "normal", "magnitude_alpha": 0.1}, "magnitude"),
+    ("dirmag", {"on": "weight"}, "on"),
+]
+
+
+@pytest.mark.parametrize("method, options, named", UNUSED_OPTIONS)
+def test_build_refuses_options_the_method_does_not_use(method, options, named):
+    from pyro_dirmag.models import build
+
+    with pytest.raises(ValueError, match=f"parameter {named} .* method '{method}' has no"):
+        build("lenet300", method, 10, **options)
+
+
+def test_build_takes_the_options_each_method_uses():
+    from pyro_dirmag.models import build
+    from pyro_dirmag.nn import NoisyLinear
+
+    model, _ = build("lenet300", "gaussian-dropout", 10, alpha=0.3, on="weight")
+    layer = next(m for m in model.modules() if isinstance(m, NoisyLinear))
+    assert layer.alpha == 0.3 and layer.on == "weight"
+    model, _ = build("lenet300", "dirmag", 10, phi="shared", direction_noise=False)
+    assert not any(m.direction_noise for m in model.modules() if isinstance(m, DirMagLinear))
