@@ -199,6 +199,14 @@ _METHOD_FLAGS = (
     "on",
 )
 _DIRMAG_FLAGS = {"phi", "angle_prior", "direction_noise"}
+# Recipe fields that only a variational method's training reads (noise, KL, guide).
+_VARIATIONAL_RECIPE_FIELDS = {
+    "noise_lr",
+    "kl_warmup_start",
+    "kl_warmup_end",
+    "kl_final_weight",
+    "init_log_alpha",
+}
 
 
 def _on_off(text):
@@ -301,6 +309,8 @@ def _train_config(args, rank):
         else set(_METHOD_FLAGS) - _DIRMAG_FLAGS
     )
     extra = sorted(method_given.keys() - allowed)
+    if not is_variational(method):
+        extra += sorted(recipe_given.keys() & _VARIATIONAL_RECIPE_FIELDS)
     if extra:
         raise CLIError(f"{', '.join(map(_flag, extra))} does not apply to --method {method}")
     pretrain = settings["pretrain_epochs"]

@@ -250,6 +250,12 @@ BAD_TRAIN = {
         "--direction-noise",
     ),
     "strategy": (["--strategy", "no-such-strategy"], "--strategy"),
+    "noise_lr_method": (["--method", "gaussian-dropout", "--noise-lr", "0.02"], "--noise-lr"),
+    "kl_method": (["--method", "none", "--kl-final-weight", "2"], "--kl-final-weight"),
+    "init_log_alpha_method": (
+        ["--method", "none", "--init-log-alpha", "-3"],
+        "--init-log-alpha",
+    ),
 }
 if not torch.cuda.is_available():
     BAD_TRAIN["accelerator"] = (["--accelerator", "gpu"], "--accelerator")
