@@ -8,51 +8,27 @@ training did with them.
 
 The kept architecture is the pruned network of the run's ``prune[-TAG].json``
 thresholds, with every ``Linear`` / ``Conv2d`` replaced by a freshly initialized
-weight-normalized layer with Gaussian dropout (``alpha`` 0.25, as ``pyro-dirmag train
---method gaussian-dropout``); the full architecture is that method's network. Both train
-on the run's own training split with the recipe's Adam and schedule
+weight-normalized layer with Gaussian dropout (:func:`~pyro_dirmag.nn.to_noisy`, ``alpha``
+0.25, as ``pyro-dirmag train --method gaussian-dropout``; ``pyro-dirmag retrain`` does
+the same for one seed and writes the network); the full architecture is that method's
+network. Both train on the run's own training split with the recipe's Adam and schedule
 (:func:`~pyro_dirmag.infer.train_deterministic`, cross-entropy) for ``--epochs``, and
 are scored on the test set: mean network and an ensemble of 20 noise draws.
 """
 
 import argparse
-import copy
 import json
 import os
 
 import torch
-from torch import nn
 
 from pyro_dirmag.infer import Recipe
 from pyro_dirmag.infer.metrics import accuracy
 from pyro_dirmag.infer.pretrain import train_deterministic
 from pyro_dirmag.infer.prune import prune
 from pyro_dirmag.models import build
-from pyro_dirmag.nn import NoisyConv2d, NoisyLinear, predict_probs
+from pyro_dirmag.nn import predict_probs, to_noisy
 from pyro_dirmag.run import load_run, load_splits
-
-
-def gaussian_dropout_copy(module, alpha):
-    """``module`` with every ``Linear`` / ``Conv2d`` replaced, in place, by a new
-    weight-normalized layer of the same shape with Gaussian dropout."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.Linear):
-            new = NoisyLinear(child.in_features, child.out_features, noise="gaussian", alpha=alpha)
-        elif isinstance(child, nn.Conv2d):
-            if child.stride != (1, 1) or child.padding != (0, 0) or child.groups != 1:
-                raise ValueError(f"{name}: only stride 1, no padding, one group")
-            new = NoisyConv2d(
-                child.in_channels,
-                child.out_channels,
-                child.kernel_size,
-                noise="gaussian",
-                alpha=alpha,
-            )
-        else:
-            gaussian_dropout_copy(child, alpha)
-            continue
-        setattr(module, name, new)
-    return module
 
 
 def scores(net, x, y):
@@ -76,7 +52,7 @@ def retrain(run, tag, seeds, epochs, alpha, kept_only=False):
         for which in ("kept",) if kept_only else ("kept", "full"):
             torch.manual_seed(seed)
             if which == "kept":
-                net = gaussian_dropout_copy(copy.deepcopy(kept), alpha)
+                net = to_noisy(kept, noise="gaussian", alpha=alpha)
             else:
                 net = build(config["model"], "gaussian-dropout", len(y), alpha=alpha)[0].net
             train_deterministic(

@@ -6,6 +6,8 @@ The ``pyro-dirmag`` command line (also ``python -m pyro_dirmag``)::
     pyro-dirmag prune runs/A         # prune.json, pruned.pt, pruned.pt2
     pyro-dirmag prune runs/A --tolerance 0.002 --tag tol2   # prune-tol2.json, ...
     pyro-dirmag prune runs/A --objective macs --tag macs    # least compute, not storage
+    pyro-dirmag retrain runs/A --tag tol2   # the kept architecture, new weights, Gaussian
+                                            # dropout: retrain-tol2.json, retrained-tol2.pt2
     pyro-dirmag plot runs/A          # PNG pictures
 
 ``train`` needs the ``train`` extra (PyTorch Lightning); the other commands do not.
@@ -162,6 +164,22 @@ def _parser():
         help="write prune-TAG.json, pruned-TAG.pt, pruned-TAG.pt2 instead, next to the "
         "untagged pruning (compare tolerances on one run without overwriting)",
     )
+
+    rt = sub.add_parser(
+        "retrain",
+        help="train a pruned run's kept architecture from scratch with Gaussian dropout "
+        "-> RUN/retrain.json, RUN/retrained.pt2",
+    )
+    rt.add_argument("run")
+    rt.add_argument(
+        "--tag",
+        help="the architecture of prune-TAG.json (writes retrain-TAG.json, retrained-TAG.pt, "
+        "retrained-TAG.pt2)",
+    )
+    rt.add_argument("--epochs", type=int, default=50, help="epochs of the retraining (50)")
+    rt.add_argument("--alpha", type=float, default=0.25, help="Gaussian dropout variance (0.25)")
+    rt.add_argument("--seed", type=int, default=0, help="seed of the new weights and the order")
+    rt.add_argument("--num-samples", type=int, default=20, help="networks in the ensemble")
 
     g = sub.add_parser("plot", help="PNG pictures of a run")
     g.add_argument("run")
@@ -651,14 +669,7 @@ def _prune(args):
         raise CLIError("--threshold must be a number")
     if not args.tolerance >= 0:
         raise CLIError(f"--tolerance must be >= 0, got {args.tolerance}")
-    suffix = ""
-    if args.tag is not None:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.tag):
-            raise CLIError(
-                f"--tag must be letters, digits, '_', '.' or '-' (a file name part), "
-                f"got {args.tag!r}"
-            )
-        suffix = f"-{args.tag}"
+    suffix = _tag_suffix(args.tag)
     data = load_splits(config)
     result = {}
     if args.threshold is None:
@@ -707,6 +718,100 @@ def _prune(args):
     return 0
 
 
+def _tag_suffix(tag):
+    """``"-TAG"`` for a ``--tag`` (checked to be a file name part), ``""`` for none."""
+    if tag is None:
+        return ""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", tag):
+        raise CLIError(
+            f"--tag must be letters, digits, '_', '.' or '-' (a file name part), got {tag!r}"
+        )
+    return f"-{tag}"
+
+
+def _retrain(args):
+    from .infer.evaluate import classification_metrics
+    from .infer.pretrain import train_deterministic
+    from .infer.prune import prune
+    from .models import is_variational
+    from .nn import EVAL_MODES, predict_probs, to_noisy
+
+    run = _existing_run(args.run)
+    suffix = _tag_suffix(args.tag)
+    if args.epochs < 1:
+        raise CLIError(f"--epochs must be a positive integer, got {args.epochs}")
+    _check_positive(args, ["alpha"])
+    if args.num_samples < 1:
+        raise CLIError(f"--num-samples must be a positive integer, got {args.num_samples}")
+    config, model, guide, _ = load_run(run)
+    if not is_variational(config["method"]):
+        raise CLIError(f"{run} was trained with --method {config['method']}: nothing was pruned")
+    prune_file = os.path.join(run, f"prune{suffix}.json")
+    if not os.path.isfile(prune_file):
+        tag = f" --tag {args.tag}" if args.tag else ""
+        raise CLIError(f"no {prune_file}: run pyro-dirmag prune {run}{tag} first")
+    with open(prune_file) as f:
+        pruning = json.load(f)
+    pruned, report = prune(model, guide, threshold=pruning["threshold"])
+    torch.manual_seed(args.seed)
+    net = to_noisy(pruned, noise="gaussian", alpha=args.alpha)
+    data = load_splits(config)
+    (x, y), (xt, yt) = data["train"], data["test"]
+    recipe = Recipe(lr=config["recipe"]["lr"], flat_fraction=config["recipe"]["flat_fraction"])
+
+    def progress(epoch, record):
+        print(f"epoch {epoch}/{args.epochs}: loss {record['loss']:.4f}", flush=True)
+
+    start = time.perf_counter()
+    train_deterministic(
+        net,
+        x,
+        y,
+        epochs=args.epochs,
+        batch_size=config["batch_size"],
+        recipe=recipe,
+        callback=progress,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    seconds = time.perf_counter() - start
+    torch.manual_seed(args.seed)
+    test = {
+        mode: classification_metrics(
+            predict_probs(net, xt, mode, num_samples=args.num_samples, batch_size=1000), yt
+        )
+        for mode in EVAL_MODES
+    }
+    state_file = f"retrained{suffix}.pt"
+    torch.save(net.state_dict(), os.path.join(run, state_file))
+    program = _export(net.eval(), xt[:2], run, f"retrained{suffix}")
+    result = {
+        "pruning": os.path.basename(prune_file),
+        "threshold": pruning["threshold"],
+        "noise": "gaussian",
+        "alpha": args.alpha,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "train_seconds": seconds,
+        "params_kept": report.params_kept,
+        "params_total": report.params_total,
+        "compression": report.compression,
+        "test": test,
+        "test_pruned": pruning["test"],
+        "test_unpruned": pruning.get("test_unpruned"),
+        "files": {"state_dict": state_file, "program": program},
+    }
+    report_file = os.path.join(run, f"retrain{suffix}.json")
+    _write_json(report_file, result)
+    ensemble, pruned_acc = test["ensemble"]["accuracy"], pruning["test"]["accuracy"]
+    print(
+        f"retrained x{report.compression:.2f} network: test accuracy {test['mean']['accuracy']:.4f}"
+        f" (mean network), {ensemble:.4f} (ensemble of {args.num_samples}); the pruned mean "
+        f"network had {pruned_acc:.4f}"
+    )
+    print(f"wrote {report_file}")
+    return 0
+
+
 def _export(net, example, run_dir, stem="pruned"):
     """Saves ``net`` as a ``torch.export`` program with a dynamic batch size (TorchScript
     where export fails), as ``stem.pt2`` (``stem.ts``); returns the file name."""
@@ -731,7 +836,13 @@ def _plot(args):
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "prune": _prune, "plot": _plot}
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "prune": _prune,
+    "retrain": _retrain,
+    "plot": _plot,
+}
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-from .convert import load_deterministic_, to_dirmag
+from .convert import load_deterministic_, to_dirmag, to_noisy
 from .dirmag import PHI_MODES, DirMagConv2d, DirMagLinear, direction_noise
 from .evaluation import EVAL_MODES, noise_mode, predict_probs
 from .model import DirMagModel
@@ -24,4 +24,5 @@ __all__ = [
     "noisy_mlp",
     "predict_probs",
     "to_dirmag",
+    "to_noisy",
 ]

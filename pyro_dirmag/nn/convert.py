@@ -1,6 +1,7 @@
 r"""
 From a plain ``torch.nn`` network to a DirMag Bayesian network ("bring your own
-network"; the pre-training of thesis section 4.4).
+network"; the pre-training of thesis section 4.4), and to a network with the thesis's
+non-variational weight noise (:func:`to_noisy`).
 
 :func:`to_dirmag` turns a copy of any ``torch.nn.Module`` into a Bayesian network: its
 ``nn.Linear`` and ``nn.Conv2d`` layers (all, or a chosen subset) become
@@ -38,8 +39,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .dirmag import DirMagConv2d, DirMagLinear, dirmag_layers
+from .noisy_layers import NoisyConv2d, NoisyLinear
 
-__all__ = ["load_deterministic_", "plain_layers", "to_dirmag"]
+__all__ = ["load_deterministic_", "plain_layers", "to_dirmag", "to_noisy"]
 
 #: The plain layer type that each DirMag layer type takes its weights from.
 _PLAIN_TYPE = {DirMagLinear: nn.Linear, DirMagConv2d: nn.Conv2d}
@@ -267,6 +269,74 @@ def to_dirmag(
         net.get_submodule(parent_name).register_module(attr, layer)
     to_pyro_module_(net)
     return net
+
+
+def to_noisy(module: nn.Module, **noise_kwargs: Any) -> nn.Module:
+    r"""
+    A copy of a plain network whose ``nn.Linear`` and ``nn.Conv2d`` layers are replaced,
+    at their places, by freshly initialized weight-normalized layers with weight noise
+    (:class:`~pyro_dirmag.nn.NoisyLinear` / :class:`~pyro_dirmag.nn.NoisyConv2d`) of the
+    same shapes, e.g. Gaussian dropout::
+
+        pruned, report = prune(model, guide, thresholds)      # the architecture kept
+        net = to_noisy(pruned, noise="gaussian", alpha=0.25)  # new weights, same shapes
+        train_deterministic(net, x, y, epochs=50)             # retrain it from scratch
+
+    The weights are not copied: the copy starts from the layers' own initialization (in
+    the measurements of the README, retraining a pruned architecture from scratch beat
+    fine-tuning its pruned weights). Everything else in the module is kept, as in
+    :func:`to_dirmag`, and ``module`` itself is not changed. The noise is active in
+    ``train()`` mode; :func:`~pyro_dirmag.nn.predict_probs` evaluates the copy as a mean
+    network, one noise draw or an ensemble.
+
+    :param torch.nn.Module module: the network (not changed).
+    :param noise_kwargs: the keyword arguments of :class:`~pyro_dirmag.nn.NoisyLinear`'s
+        noise (``noise``, ``alpha``, ``magnitude``, ``magnitude_alpha``, ``on``,
+        ``per_example``), passed to every new layer.
+    :returns: the converted copy.
+    :raises ValueError: for a module without a supported ``nn.Linear`` / ``nn.Conv2d``
+        (see :func:`to_dirmag`), a layer used at two places, or noise keywords the
+        layers refuse.
+    """
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"module must be a torch.nn.Module, got {type(module)}")
+    net = copy.deepcopy(module)
+    chosen = [(n, m) for n, m in plain_layers(net) if _unsupported(m) is None]
+    if not chosen:
+        raise ValueError("module has no nn.Linear or nn.Conv2d layer to convert")
+    places = {}
+    for name, m in net.named_modules(remove_duplicate=False):
+        places.setdefault(id(m), []).append(name)
+    for name, plain in chosen:
+        if len(places[id(plain)]) > 1:
+            raise ValueError(
+                f"layer {name!r} is used at several places {places[id(plain)]}; its noisy "
+                "copies would no longer share their weights"
+            )
+        layer = _noisy_like(plain, noise_kwargs).to(
+            dtype=plain.weight.dtype, device=plain.weight.device
+        )
+        if not name:
+            return layer  # the module itself is one layer
+        parent_name, _, attr = name.rpartition(".")
+        net.get_submodule(parent_name).register_module(attr, layer)
+    return net
+
+
+def _noisy_like(m, kwargs):
+    bias = m.bias is not None
+    if isinstance(m, nn.Linear):
+        return NoisyLinear(m.in_features, m.out_features, bias, **kwargs)
+    return NoisyConv2d(
+        m.in_channels,
+        m.out_channels,
+        tuple(m.kernel_size),
+        tuple(m.stride),
+        tuple(m.padding),
+        tuple(m.dilation),
+        bias,
+        **kwargs,
+    )
 
 
 _LAYER_KWARGS = frozenset(

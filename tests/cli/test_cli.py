@@ -444,15 +444,9 @@ def test_default_pretrain_epochs_is_a_tenth_of_the_run(method, epochs, expected,
 
 
 def test_retrain_kept_benchmark(reference, tmp_path, capsys):
-    """benchmarks/retrain_kept.py: the kept architecture, retrained, has the pruned
-    network's shapes, and both architectures train and score."""
+    """benchmarks/retrain_kept.py trains and scores the kept and the full architecture."""
     import importlib.util
     import shutil
-
-    from torch import nn
-
-    from pyro_dirmag.infer.prune import prune
-    from pyro_dirmag.nn import NoisyLinear
 
     path = pathlib.Path(__file__).parents[2] / "benchmarks" / "retrain_kept.py"
     spec = importlib.util.spec_from_file_location("retrain_kept", path)
@@ -462,15 +456,44 @@ def test_retrain_kept_benchmark(reference, tmp_path, capsys):
     shutil.copytree(reference, run)
     assert main(["prune", str(run), "--threshold", "0"]) == 0
     capsys.readouterr()
-    _, model, guide, _ = load_run(str(run))
-    pruned, _ = prune(model, guide, threshold=0.0)
-    plain = [m for m in pruned.modules() if isinstance(m, nn.Linear)]
-    noisy = bench.gaussian_dropout_copy(pruned, 0.25)
-    layers = [m for m in noisy.modules() if isinstance(m, NoisyLinear)]
-    assert [(m.in_features, m.out_features) for m in layers] == [
-        (m.in_features, m.out_features) for m in plain
-    ]
-    assert not any(isinstance(m, nn.Linear) for m in noisy.modules())
     bench.main([str(run), "--epochs", "1", "--seeds", "0"])
     out = capsys.readouterr().out
     assert "kept x" in out and "kept mean" in out and "full mean" in out, out
+
+
+def test_retrain_the_kept_architecture(reference, tmp_path, capsys):
+    import shutil
+
+    from pyro_dirmag.run import load_splits
+
+    run = tmp_path / "copy"
+    shutil.copytree(reference, run)
+    # nothing pruned yet: the command says what to run first, and writes nothing
+    assert main(["retrain", str(run), "--epochs", "1"]) == 2
+    assert "pyro-dirmag prune" in capsys.readouterr().err
+    assert main(["prune", str(run), "--threshold", "0", "--tag", "t0"]) == 0
+    for bad in (["--epochs", "0"], ["--alpha", "-1"], ["--num-samples", "0"]):
+        assert main(["retrain", str(run), "--tag", "t0", *bad]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and bad[0] in err, err
+    assert main(["retrain", str(run), "--tag", "bad/tag"]) == 2
+    assert not (run / "retrain-t0.json").exists()
+    capsys.readouterr()
+    assert main(["retrain", str(run), "--tag", "t0", "--epochs", "2", "--num-samples", "3"]) == 0
+    assert "epoch 2/2" in capsys.readouterr().out
+    result = read_json(run / "retrain-t0.json")
+    pruning = read_json(run / "prune-t0.json")
+    assert result["pruning"] == "prune-t0.json" and result["epochs"] == 2
+    assert result["compression"] == pruning["compression"]
+    assert result["test_pruned"] == pruning["test"]
+    assert set(result["test"]) == {"mean", "sample", "ensemble"}
+    # the exported program is the retrained mean network the metrics were computed from
+    program = torch.export.load(str(run / result["files"]["program"])).module()
+    xt, yt = load_splits(read_json(run / "config.json"))["test"]
+    accuracy = (program(xt).argmax(-1) == yt).float().mean().item()
+    assert accuracy == pytest.approx(result["test"]["mean"]["accuracy"], abs=1e-6)
+    state = torch.load(run / result["files"]["state_dict"], weights_only=True)
+    pruned = torch.load(run / "pruned-t0.pt", weights_only=True)
+    assert {k for k in state if k.endswith(".v")} == {
+        k[: -len("weight")] + "v" for k in pruned if k.endswith(".weight")
+    }

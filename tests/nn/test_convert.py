@@ -261,3 +261,49 @@ def test_to_dirmag_errors():
         DirMagModel(to_dirmag(plain, layers=["0"]), _categorical, 0)
     with pytest.raises(ValueError, match="likelihood must be callable"):
         DirMagModel(to_dirmag(plain, layers=["0"]), None, 10)
+
+
+# ----- to_noisy: the same architecture with new weights and weight noise ----------------
+def test_to_noisy_keeps_shapes_and_structure_with_new_weights():
+    from pyro_dirmag.nn import NoisyConv2d, NoisyLinear, to_noisy
+
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=2, padding=1, dilation=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Sequential(nn.Linear(4 * 4 * 4, 5, bias=False)),
+        nn.Tanh(),
+    ).double()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    noisy = to_noisy(net, noise="gaussian", alpha=0.3)
+    conv, linear = noisy[0], noisy[3][0]
+    assert isinstance(conv, NoisyConv2d) and isinstance(linear, NoisyLinear)
+    assert (conv.stride, conv.padding, conv.kernel_size) == ((2, 2), (1, 1), (3, 3))
+    assert (linear.in_features, linear.out_features, linear.bias) == (64, 5, None)
+    assert conv.alpha == linear.alpha == 0.3 and conv.v.dtype == torch.float64
+    assert isinstance(noisy[1], nn.ReLU) and isinstance(noisy[4], nn.Tanh)
+    # new weights, the module itself unchanged
+    assert not torch.allclose(conv.v, net[0].weight)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    noisy.eval()
+    assert noisy(x).shape == net(x).shape == (3, 5)
+    noisy.train()
+    torch.manual_seed(0)
+    first = noisy(x)
+    assert not torch.allclose(first, noisy(x))  # the noise is active in train mode
+
+
+def test_to_noisy_errors():
+    from pyro_dirmag.nn import NoisyLinear, to_noisy
+
+    layer = nn.Linear(3, 2)
+    assert isinstance(to_noisy(layer, noise="gaussian", alpha=0.1), NoisyLinear)
+    with pytest.raises(ValueError, match="no nn.Linear or nn.Conv2d"):
+        to_noisy(nn.Sequential(nn.ReLU()), noise="gaussian", alpha=0.1)
+    with pytest.raises(ValueError, match="several places"):
+        to_noisy(nn.Sequential(layer, nn.ReLU(), layer), noise="gaussian", alpha=0.1)
+    with pytest.raises(ValueError, match="torch.nn.Module"):
+        to_noisy("net", noise="gaussian", alpha=0.1)
+    with pytest.raises((ValueError, TypeError)):
+        to_noisy(nn.Sequential(layer), noise="gaussian")  # alpha is required
