@@ -2,7 +2,9 @@
 Prints the results table (README, "Results on full MNIST") from the ``result.json`` files
 that ``benchmarks/mnist_recipe.py`` wrote, or from ``pyro-dirmag`` run folders
 (``config.json``, ``metrics.json`` of ``evaluate``, ``prune.json`` of ``prune``; a
-``prune-TAG.json`` of ``prune --tag TAG`` adds a row ``NAME-TAG``):
+``prune-TAG.json`` of ``prune --tag TAG`` adds a row ``NAME-TAG``, a ``retrain[-TAG].json``
+of ``retrain [--tag TAG]`` a row ``NAME[-TAG]-retrained``: the retrained network's
+metrics, its pruning's units and compression, the training minutes of both):
 
     python benchmarks/results_table.py runs/lenet300-* runs/lenet500-* runs/lenet5-*
     python benchmarks/results_table.py --agreement runs/...   # reprune.py --criterion agreement
@@ -83,6 +85,41 @@ def row(run, pruning="chosen", tag=None):
     return "| " + " | ".join(cells) + " |"
 
 
+def retrained_row(run, tag=None):
+    """The row of ``retrain[-TAG].json``: the pruned architecture retrained with noise."""
+    suffix = f"-{tag}" if tag else ""
+    retrain = _read(run, f"retrain{suffix}.json")
+    r = cli_result(run, retrain["pruning"])
+    args = r["args"]
+    cells = row(run, tag=tag).strip("| ").split(" | ")
+    test = retrain["test"]
+    epochs = str(args["epochs"]) + (
+        f" + {args['pretrain_epochs']} pre" if args.get("pretrain_epochs") else ""
+    )
+    cells[0] = f"{os.path.basename(os.path.normpath(run))}{suffix}-retrained"
+    cells[2] = f"{args['method']}, retrained ({retrain['noise']} {retrain['alpha']:g})"
+    cells[3] = f"{epochs} + {retrain['epochs']} retrain"
+    cells[4:9] = [
+        _pct(test["ensemble"]["accuracy"]),
+        _pct(test["mean"]["accuracy"]),
+        _pct(test["sample"]["accuracy"]),
+        f"{test['ensemble']['nll']:.4f}",
+        f"{test['ensemble']['ece']:.4f}",
+    ]
+    cells[11] = _pct(test["mean"]["accuracy"])
+    cells[12] = f"{(r['train_seconds'] + retrain['train_seconds']) / 60:.0f}"
+    return "| " + " | ".join(cells) + " |"
+
+
+def retrain_tags(run):
+    """The TAGs of a run folder's ``retrain[-TAG].json`` files (``None``: untagged)."""
+    return [
+        None if f == "retrain.json" else f[len("retrain-") : -len(".json")]
+        for f in sorted(os.listdir(run))
+        if f.startswith("retrain") and f.endswith(".json")
+    ]
+
+
 def main(argv):
     pruning = "chosen"
     if argv[:1] == ["--agreement"]:  # thresholds of reprune.py --criterion agreement
@@ -98,6 +135,8 @@ def main(argv):
         if os.path.exists(os.path.join(run, "metrics.json")):
             for tag in tags(run):
                 print(row(run, pruning, tag))
+            for tag in retrain_tags(run):
+                print(retrained_row(run, tag))
 
 
 if __name__ == "__main__":
