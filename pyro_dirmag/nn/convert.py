@@ -230,19 +230,17 @@ def to_dirmag(
             raise ValueError(f"layers: names must be distinct, got {chosen}")
     if not chosen:
         raise ValueError("module has no nn.Linear or nn.Conv2d layer to convert")
-    places = {}
-    for name, m in net.named_modules(remove_duplicate=False):
-        places.setdefault(id(m), []).append(name)
+    places = _places(net)
     direction_asked = layer_kwargs.get("direction_noise") is True
     flattened = []
     replacements = []
     for name in chosen:
         plain = candidates[name]
-        if len(places[id(plain)]) > 1:
-            raise ValueError(
-                f"layer {name!r} is used at several places {places[id(plain)]}; a DirMag "
-                "layer has one set of Pyro sites, so it cannot be shared"
-            )
+        _check_unshared(
+            name,
+            places[id(plain)],
+            "a DirMag layer has one set of Pyro sites, so it cannot be shared",
+        )
         kwargs = dict(layer_kwargs)
         if _direction_dim(plain, kwargs) < 2 and kwargs.get("direction_noise", True):
             kwargs["direction_noise"] = False
@@ -260,13 +258,7 @@ def to_dirmag(
             stacklevel=2,
         )
     for name, layer in replacements:
-        if not name:
-            net = layer  # the module itself is one layer
-            continue
-        parent_name, _, attr = name.rpartition(".")
-        # register_module replaces the child at its place in the parent's ordered
-        # children (plain setattr on a PyroModule would move it to the end).
-        net.get_submodule(parent_name).register_module(attr, layer)
+        net = _put(net, name, layer)
     to_pyro_module_(net)
     return net
 
@@ -304,39 +296,39 @@ def to_noisy(module: nn.Module, **noise_kwargs: Any) -> nn.Module:
     chosen = [(n, m) for n, m in plain_layers(net) if _unsupported(m) is None]
     if not chosen:
         raise ValueError("module has no nn.Linear or nn.Conv2d layer to convert")
-    places = {}
-    for name, m in net.named_modules(remove_duplicate=False):
-        places.setdefault(id(m), []).append(name)
+    places = _places(net)
     for name, plain in chosen:
-        if len(places[id(plain)]) > 1:
-            raise ValueError(
-                f"layer {name!r} is used at several places {places[id(plain)]}; its noisy "
-                "copies would no longer share their weights"
-            )
-        layer = _noisy_like(plain, noise_kwargs).to(
-            dtype=plain.weight.dtype, device=plain.weight.device
+        _check_unshared(
+            name, places[id(plain)], "its noisy copies would no longer share their weights"
         )
-        if not name:
-            return layer  # the module itself is one layer
-        parent_name, _, attr = name.rpartition(".")
-        net.get_submodule(parent_name).register_module(attr, layer)
+        layer = _same_shape(plain, NoisyLinear, NoisyConv2d, noise_kwargs)
+        net = _put(net, name, layer.to(dtype=plain.weight.dtype, device=plain.weight.device))
     return net
 
 
-def _noisy_like(m, kwargs):
-    bias = m.bias is not None
-    if isinstance(m, nn.Linear):
-        return NoisyLinear(m.in_features, m.out_features, bias, **kwargs)
-    return NoisyConv2d(
-        m.in_channels,
-        m.out_channels,
-        tuple(m.kernel_size),
-        tuple(m.stride),
-        tuple(m.padding),
-        tuple(m.dilation),
-        bias,
-        **kwargs,
-    )
+def _places(net):
+    """``{id(module): [its names]}``: a module registered twice has two names."""
+    places = {}
+    for name, m in net.named_modules(remove_duplicate=False):
+        places.setdefault(id(m), []).append(name)
+    return places
+
+
+def _check_unshared(name, names, why):
+    if len(names) > 1:
+        raise ValueError(f"layer {name!r} is used at several places {names}; {why}")
+
+
+def _put(net, name, layer):
+    """``net`` with its submodule ``name`` replaced by ``layer`` (``layer`` itself for
+    the empty name: the module is one layer)."""
+    if not name:
+        return layer
+    parent_name, _, attr = name.rpartition(".")
+    # register_module replaces the child at its place in the parent's ordered
+    # children (plain setattr on a PyroModule would move it to the end).
+    net.get_submodule(parent_name).register_module(attr, layer)
+    return net
 
 
 _LAYER_KWARGS = frozenset(
@@ -369,12 +361,17 @@ def _direction_dim(m, kwargs):
 
 
 def _dirmag_like(m, kwargs):
+    if isinstance(m, nn.Conv2d) and "reverse" in kwargs:
+        kwargs = {k: v for k, v in kwargs.items() if k != "reverse"}
+    return _same_shape(m, DirMagLinear, DirMagConv2d, kwargs)
+
+
+def _same_shape(m, linear, conv, kwargs):
+    """A new ``linear`` / ``conv`` layer with the shape and settings of the plain ``m``."""
     bias = m.bias is not None
     if isinstance(m, nn.Linear):
-        return DirMagLinear(m.in_features, m.out_features, bias, **kwargs)
-    if "reverse" in kwargs:
-        kwargs = {k: v for k, v in kwargs.items() if k != "reverse"}
-    return DirMagConv2d(
+        return linear(m.in_features, m.out_features, bias, **kwargs)
+    return conv(
         m.in_channels,
         m.out_channels,
         tuple(m.kernel_size),
