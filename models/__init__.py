@@ -16,13 +16,23 @@ from .classifier import (
     deterministic_model,
     dirmag_model,
 )
-from .methods import METHODS, build, evaluation_modes, is_variational
+from .methods import (
+    DIRMAG_OPTIONS,
+    METHODS,
+    NOISE_OPTIONS,
+    build,
+    evaluation_modes,
+    is_variational,
+    unused_options,
+)
 
 __all__ = [
     "ARCHITECTURES",
     "INPUT_SHAPE",
     "AsImages",
+    "DIRMAG_OPTIONS",
     "METHODS",
+    "NOISE_OPTIONS",
     "NUM_CLASSES",
     "DirMagClassifier",
     "NoLatents",
@@ -34,4 +44,5 @@ __all__ = [
     "is_variational",
     "layers",
     "mlp",
+    "unused_options",
 ]

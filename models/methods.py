@@ -23,7 +23,16 @@ from pyro_dirmag.nn import EVAL_MODES, NOISES, NoisyConv2d, NoisyLinear
 from .architectures import layers
 from .classifier import NoLatents, PlainClassifier, deterministic_model, dirmag_model
 
-__all__ = ["DEFAULT_ALPHA", "METHODS", "build", "evaluation_modes", "is_variational"]
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DIRMAG_OPTIONS",
+    "METHODS",
+    "NOISE_OPTIONS",
+    "build",
+    "evaluation_modes",
+    "is_variational",
+    "unused_options",
+]
 
 #: Every method name (:func:`build`).
 METHODS = ("dirmag", "dirmag-reverse", "gaussian-dropout", "none") + tuple(
@@ -55,21 +64,34 @@ def evaluation_modes(method):
     return EVAL_MODES[:1] if method == "none" else EVAL_MODES
 
 
+#: The options of :func:`build` that only DirMag methods use.
+DIRMAG_OPTIONS = ("phi", "angle_prior", "direction_noise")
+#: The options of :func:`build` that only the noise methods use.
+NOISE_OPTIONS = ("alpha", "magnitude", "magnitude_alpha", "on")
 # An option's value when it is not given: its default in build().
 _UNSET = {"direction_noise": True, "on": "activation"}
 
 
-def _check_options_apply(method, *, dirmag, noise):
-    """A ``ValueError`` naming the first option given that ``method`` has no use for:
-    DirMag options for the other methods, noise-layer options for DirMag and ``none``."""
-    unused = {}
+def unused_options(method):
+    """The options of :func:`build` (:data:`DIRMAG_OPTIONS`, :data:`NOISE_OPTIONS`) that
+    ``method`` has no use for: the DirMag ones for the other methods, the noise ones for
+    the DirMag methods and ``"none"``."""
+    _check_method(method)
+    unused = set()
     if not is_variational(method):
-        unused.update(dirmag)
+        unused.update(DIRMAG_OPTIONS)
     if is_variational(method) or method == "none":
-        unused.update(noise)
-    for name, value in unused.items():
-        if value != _UNSET.get(name):
-            kind = "DirMag posterior" if name in dirmag else "noise layers"
+        unused.update(NOISE_OPTIONS)
+    return unused
+
+
+def _check_options_apply(method, options):
+    """A ``ValueError`` naming the first option set in ``options`` that ``method`` has
+    no use for (:func:`unused_options`)."""
+    unused = unused_options(method)
+    for name, value in options.items():
+        if name in unused and value != _UNSET.get(name):
+            kind = "DirMag posterior" if name in DIRMAG_OPTIONS else "noise layers"
             raise ValueError(
                 f"Expected parameter {name} ({value!r}) to be left unset: method {method!r} "
                 f"has no {kind}"
@@ -117,8 +139,10 @@ def build(
     _check_method(method)
     _check_options_apply(
         method,
-        dirmag={"phi": phi, "angle_prior": angle_prior, "direction_noise": direction_noise},
-        noise={
+        {
+            "phi": phi,
+            "angle_prior": angle_prior,
+            "direction_noise": direction_noise,
             "alpha": alpha,
             "magnitude": magnitude,
             "magnitude_alpha": magnitude_alpha,

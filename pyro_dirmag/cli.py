@@ -207,6 +207,8 @@ _RECIPE_FLAGS = {
     "kl_final_weight": "kl_final_weight",
     "init_log_alpha": "init_log_alpha",
 }
+# The options of pyro_dirmag.models.build (its DIRMAG_OPTIONS + NOISE_OPTIONS; named
+# here so that the command line starts without importing the models).
 _METHOD_FLAGS = (
     "phi",
     "angle_prior",
@@ -216,7 +218,6 @@ _METHOD_FLAGS = (
     "magnitude_alpha",
     "on",
 )
-_DIRMAG_FLAGS = {"phi", "angle_prior", "direction_noise"}
 # Recipe fields that only a variational method's training reads (noise, KL, guide).
 _VARIATIONAL_RECIPE_FIELDS = {
     "noise_lr",
@@ -316,17 +317,10 @@ def _train_config(args, rank):
         recipe = Recipe(**recipe_given)
     except ValueError as e:
         raise CLIError(str(e).replace("parameter ", "parameter --").replace("_", "-")) from e
-    from pyro_dirmag.models import is_variational
+    from pyro_dirmag.models import is_variational, unused_options
 
     method = settings["method"]
-    allowed = (
-        _DIRMAG_FLAGS
-        if is_variational(method)
-        else set()
-        if method == "none"
-        else set(_METHOD_FLAGS) - _DIRMAG_FLAGS
-    )
-    extra = sorted(method_given.keys() - allowed)
+    extra = sorted(method_given.keys() & unused_options(method))
     if not is_variational(method):
         extra += sorted(recipe_given.keys() & _VARIATIONAL_RECIPE_FIELDS)
     if extra:

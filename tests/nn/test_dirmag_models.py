@@ -90,3 +90,10 @@ def test_build_takes_the_options_each_method_uses():
     assert layer.alpha == 0.3 and layer.on == "weight"
     model, _ = build("lenet300", "dirmag", 10, phi="shared", direction_noise=False)
     assert not any(m.direction_noise for m in model.modules() if isinstance(m, DirMagLinear))
+
+
+def test_the_command_line_offers_every_build_option():
+    from pyro_dirmag.cli import _METHOD_FLAGS
+    from pyro_dirmag.models import DIRMAG_OPTIONS, NOISE_OPTIONS
+
+    assert sorted(_METHOD_FLAGS) == sorted(DIRMAG_OPTIONS + NOISE_OPTIONS)
