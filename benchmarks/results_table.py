@@ -47,7 +47,16 @@ def tags(run):
     )
 
 
+def _line(cells):
+    return "| " + " | ".join(cells) + " |"
+
+
 def row(run, pruning="chosen", tag=None):
+    return _line(cells(run, pruning, tag))
+
+
+def cells(run, pruning="chosen", tag=None):
+    """The table cells of one run (or of its ``prune-TAG.json``)."""
     name = os.path.basename(os.path.normpath(run))
     if os.path.exists(os.path.join(run, "result.json")):
         r = _read(run, "result.json")
@@ -58,7 +67,7 @@ def row(run, pruning="chosen", tag=None):
     args, test = r["args"], r["test"]
     acc = {mode: _pct(test[mode]["accuracy"]) if mode in test else "-" for mode in test}
     best = test.get("ensemble", test["mean"])
-    cells = [
+    out = [
         name,
         args["model"],
         args["method"],
@@ -78,11 +87,11 @@ def row(run, pruning="chosen", tag=None):
         # (conv layers; prune.json files from before multiply-accumulates have none)
         if pruned.get("macs_total", 0) > pruned["params_total"]:
             compression += f", x{pruned['mac_reduction']:.2f} MACs"
-        cells += [kept, compression, _pct(pruned["test"]["accuracy"])]
+        out += [kept, compression, _pct(pruned["test"]["accuracy"])]
     else:
-        cells += ["-", "-", "-"]
-    cells.append(f"{r['train_seconds'] / 60:.0f}")
-    return "| " + " | ".join(cells) + " |"
+        out += ["-", "-", "-"]
+    out.append(f"{r['train_seconds'] / 60:.0f}")
+    return out
 
 
 def retrained_row(run, tag=None):
@@ -90,25 +99,21 @@ def retrained_row(run, tag=None):
     suffix = f"-{tag}" if tag else ""
     retrain = _read(run, f"retrain{suffix}.json")
     r = cli_result(run, retrain["pruning"])
-    args = r["args"]
-    cells = row(run, tag=tag).strip("| ").split(" | ")
+    row_cells = cells(run, tag=tag)
     test = retrain["test"]
-    epochs = str(args["epochs"]) + (
-        f" + {args['pretrain_epochs']} pre" if args.get("pretrain_epochs") else ""
-    )
-    cells[0] = f"{os.path.basename(os.path.normpath(run))}{suffix}-retrained"
-    cells[2] = f"{args['method']}, retrained ({retrain['noise']} {retrain['alpha']:g})"
-    cells[3] = f"{epochs} + {retrain['epochs']} retrain"
-    cells[4:9] = [
+    row_cells[0] = f"{os.path.basename(os.path.normpath(run))}{suffix}-retrained"
+    row_cells[2] += f", retrained ({retrain['noise']} {retrain['alpha']:g})"
+    row_cells[3] += f" + {retrain['epochs']} retrain"
+    row_cells[4:9] = [
         _pct(test["ensemble"]["accuracy"]),
         _pct(test["mean"]["accuracy"]),
         _pct(test["sample"]["accuracy"]),
         f"{test['ensemble']['nll']:.4f}",
         f"{test['ensemble']['ece']:.4f}",
     ]
-    cells[11] = _pct(test["mean"]["accuracy"])
-    cells[12] = f"{(r['train_seconds'] + retrain['train_seconds']) / 60:.0f}"
-    return "| " + " | ".join(cells) + " |"
+    row_cells[11] = _pct(test["mean"]["accuracy"])
+    row_cells[12] = f"{(r['train_seconds'] + retrain['train_seconds']) / 60:.0f}"
+    return _line(row_cells)
 
 
 def retrain_tags(run):
