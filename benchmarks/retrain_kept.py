@@ -45,7 +45,7 @@ def retrain(run, tag, seeds, epochs, alpha, kept_only=False):
     kept, report = prune(model, guide, threshold=pruning["threshold"])
     data = load_splits(config)
     (x, y), (xt, yt) = data["train"], data["test"]
-    recipe = Recipe(lr=config["recipe"]["lr"], flat_fraction=config["recipe"]["flat_fraction"])
+    recipe = Recipe(**config["recipe"])  # train_deterministic reads its lr and schedule
     print(f"{run}: kept x{report.compression:.2f} ({report.params_kept} parameters)", flush=True)
     for seed in seeds:
         row = {}

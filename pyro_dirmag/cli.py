@@ -751,7 +751,7 @@ def _retrain(args):
     net = to_noisy(pruned, noise="gaussian", alpha=args.alpha)
     data = load_splits(config)
     (x, y), (xt, yt) = data["train"], data["test"]
-    recipe = Recipe(lr=config["recipe"]["lr"], flat_fraction=config["recipe"]["flat_fraction"])
+    recipe = Recipe(**config["recipe"])  # train_deterministic reads its lr and schedule
 
     def progress(epoch, record):
         print(f"epoch {epoch}/{args.epochs}: loss {record['loss']:.4f}", flush=True)
