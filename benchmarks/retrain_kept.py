@@ -12,23 +12,18 @@ weight-normalized layer with Gaussian dropout (:func:`~pyro_dirmag.nn.to_noisy`,
 0.25, as ``pyro-dirmag train --method gaussian-dropout``; ``pyro-dirmag retrain`` does
 the same for one seed and writes the network); the full architecture is that method's
 network. Both train on the run's own training split with the recipe's Adam and schedule
-(:func:`~pyro_dirmag.infer.train_deterministic`, cross-entropy) for ``--epochs``, and
-are scored on the test set: mean network and an ensemble of 20 noise draws.
+(:func:`~pyro_dirmag.run.train_like_run`, cross-entropy, as ``pyro-dirmag retrain``) for
+``--epochs``, and are scored on the test set: mean network and an ensemble of 20 noise draws.
 """
 
 import argparse
-import json
-import os
 
 import torch
 
-from pyro_dirmag.infer import Recipe
 from pyro_dirmag.infer.metrics import accuracy
-from pyro_dirmag.infer.pretrain import train_deterministic
-from pyro_dirmag.infer.prune import prune
 from pyro_dirmag.models import build
 from pyro_dirmag.nn import predict_probs, to_noisy
-from pyro_dirmag.run import load_run, load_splits
+from pyro_dirmag.run import load_pruning, load_splits, train_like_run
 
 
 def scores(net, x, y):
@@ -39,13 +34,9 @@ def scores(net, x, y):
 
 
 def retrain(run, tag, seeds, epochs, alpha, kept_only=False):
-    config, model, guide, _ = load_run(run)
-    with open(os.path.join(run, f"prune{'-' + tag if tag else ''}.json")) as f:
-        pruning = json.load(f)
-    kept, report = prune(model, guide, threshold=pruning["threshold"])
+    config, kept, report, _ = load_pruning(run, tag)
     data = load_splits(config)
-    (x, y), (xt, yt) = data["train"], data["test"]
-    recipe = Recipe(**config["recipe"])  # train_deterministic reads its lr and schedule
+    xt, yt = data["test"]
     print(f"{run}: kept x{report.compression:.2f} ({report.params_kept} parameters)", flush=True)
     for seed in seeds:
         row = {}
@@ -54,16 +45,9 @@ def retrain(run, tag, seeds, epochs, alpha, kept_only=False):
             if which == "kept":
                 net = to_noisy(kept, noise="gaussian", alpha=alpha)
             else:
-                net = build(config["model"], "gaussian-dropout", len(y), alpha=alpha)[0].net
-            train_deterministic(
-                net,
-                x,
-                y,
-                epochs=epochs,
-                batch_size=config["batch_size"],
-                recipe=recipe,
-                generator=torch.Generator().manual_seed(seed),
-            )
+                num_data = len(data["train"][1])
+                net = build(config["model"], "gaussian-dropout", num_data, alpha=alpha)[0].net
+            train_like_run(net, config, data, epochs=epochs, seed=seed)
             row[which] = scores(net, xt, yt)
         print(
             f"  seed {seed}: "

@@ -725,10 +725,8 @@ def _tag_suffix(tag):
 
 def _retrain(args):
     from .infer.evaluate import classification_metrics
-    from .infer.pretrain import train_deterministic
-    from .infer.prune import prune
-    from .models import is_variational
     from .nn import EVAL_MODES, predict_probs, to_noisy
+    from .run import load_pruning, train_like_run
 
     run = _existing_run(args.run)
     suffix = _tag_suffix(args.tag)
@@ -737,36 +735,17 @@ def _retrain(args):
     _check_positive(args, ["alpha"])
     if args.num_samples < 1:
         raise CLIError(f"--num-samples must be a positive integer, got {args.num_samples}")
-    config, model, guide, _ = load_run(run)
-    if not is_variational(config["method"]):
-        raise CLIError(f"{run} was trained with --method {config['method']}: nothing was pruned")
-    prune_file = os.path.join(run, f"prune{suffix}.json")
-    if not os.path.isfile(prune_file):
-        tag = f" --tag {args.tag}" if args.tag else ""
-        raise CLIError(f"no {prune_file}: run pyro-dirmag prune {run}{tag} first")
-    with open(prune_file) as f:
-        pruning = json.load(f)
-    pruned, report = prune(model, guide, threshold=pruning["threshold"])
+    config, pruned, report, pruning = load_pruning(run, args.tag)
     torch.manual_seed(args.seed)
     net = to_noisy(pruned, noise="gaussian", alpha=args.alpha)
     data = load_splits(config)
-    (x, y), (xt, yt) = data["train"], data["test"]
-    recipe = Recipe(**config["recipe"])  # train_deterministic reads its lr and schedule
+    xt, yt = data["test"]
 
     def progress(epoch, record):
         print(f"epoch {epoch}/{args.epochs}: loss {record['loss']:.4f}", flush=True)
 
     start = time.perf_counter()
-    train_deterministic(
-        net,
-        x,
-        y,
-        epochs=args.epochs,
-        batch_size=config["batch_size"],
-        recipe=recipe,
-        callback=progress,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    train_like_run(net, config, data, epochs=args.epochs, seed=args.seed, callback=progress)
     seconds = time.perf_counter() - start
     torch.manual_seed(args.seed)
     test = {
@@ -779,7 +758,7 @@ def _retrain(args):
     torch.save(net.state_dict(), os.path.join(run, state_file))
     program = _export(net.eval(), xt[:2], run, f"retrained{suffix}")
     result = {
-        "pruning": os.path.basename(prune_file),
+        "pruning": f"prune{suffix}.json",
         "threshold": pruning["threshold"],
         "noise": "gaussian",
         "alpha": args.alpha,

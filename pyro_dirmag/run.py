@@ -9,8 +9,9 @@ A run folder ``RUN`` written by ``pyro-dirmag train`` holds:
   model's and the guide's state dicts under ``model.`` and ``guide.`` in
   ``state_dict``, optimizer, scheduler, loop counters, RNG states, ``run_config``);
 * ``metrics.csv`` and ``metrics.jsonl``: one row per epoch;
-* after ``evaluate``, ``prune`` and ``plot``: ``metrics.json``, ``reliability.json``,
-  ``prune.json``, ``pruned.pt``, ``pruned.pt2`` and PNG pictures.
+* after ``evaluate``, ``prune``, ``retrain`` and ``plot``: ``metrics.json``,
+  ``reliability.json``, ``prune.json``, ``pruned.pt``, ``pruned.pt2``, ``retrain.json``,
+  ``retrained.pt``, ``retrained.pt2`` and PNG pictures.
 
 Nothing here needs Lightning: :func:`load_run` rebuilds the model and the guide from
 the folder with plain ``load_state_dict`` calls.
@@ -33,10 +34,12 @@ __all__ = [
     "RunError",
     "build_from_config",
     "load_checkpoint",
+    "load_pruning",
     "load_run",
     "load_splits",
     "read_config",
     "run_config",
+    "train_like_run",
 ]
 
 CONFIG = "config.json"
@@ -202,3 +205,54 @@ def load_run(run_dir):
     model.eval()
     guide.eval()
     return config, model, guide, checkpoint
+
+
+def load_pruning(run_dir, tag=None):
+    """
+    The network that a run's pruning kept, rebuilt from the checkpoint with the
+    thresholds of its ``prune[-TAG].json`` (:func:`~pyro_dirmag.infer.prune`).
+
+    :returns: ``(config, pruned, report, pruning)``: the run's config, the pruned plain
+        network, its :class:`~pyro_dirmag.infer.PruneReport` and the JSON dict.
+    :raises RunError: for a run of a method without a posterior, or one not pruned yet.
+    """
+    from .infer.prune import prune
+    from .models import is_variational
+
+    config, model, guide, _ = load_run(run_dir)
+    if not is_variational(config["method"]):
+        raise RunError(
+            f"{run_dir} was trained with --method {config['method']}: nothing was pruned"
+        )
+    name = f"prune{'-' + tag if tag else ''}.json"
+    path = os.path.join(run_dir, name)
+    if not os.path.isfile(path):
+        flag = f" --tag {tag}" if tag else ""
+        raise RunError(f"no {path}: run pyro-dirmag prune {run_dir}{flag} first")
+    with open(path) as f:
+        pruning = json.load(f)
+    pruned, report = prune(model, guide, threshold=pruning["threshold"])
+    return config, pruned, report, pruning
+
+
+def train_like_run(net, config, data, *, epochs, seed, callback=None):
+    """
+    Trains a plain network ``net`` by cross-entropy on the run's training split with its
+    batch size and recipe (:func:`~pyro_dirmag.infer.train_deterministic`: Adam at the
+    recipe's rate, its schedule), the mini-batch order drawn with ``seed``.
+
+    :returns: the per-epoch records.
+    """
+    from .infer.pretrain import train_deterministic
+
+    x, y = data["train"]
+    return train_deterministic(
+        net,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=config["batch_size"],
+        recipe=Recipe(**config["recipe"]),
+        callback=callback,
+        generator=torch.Generator().manual_seed(seed),
+    )
