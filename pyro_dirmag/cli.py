@@ -143,7 +143,14 @@ def _parser():
 
     r = sub.add_parser("prune", help="prune a DirMag run -> RUN/prune.json, RUN/pruned.pt2")
     r.add_argument("run")
-    r.add_argument("--threshold", type=float, help="one log alpha threshold for every layer")
+    r.add_argument(
+        "--threshold",
+        nargs="+",
+        metavar="[LAYER=]VALUE",
+        help="log alpha thresholds instead of the validation search: a bare VALUE for "
+        "every layer, LAYER=VALUE for one layer (names as in prune.json), e.g. "
+        "'--threshold 0 4=-4'; every layer needs one",
+    )
     r.add_argument("--tolerance", type=float, default=0.001, help="validation accuracy to lose")
     r.add_argument(
         "--criterion",
@@ -441,6 +448,7 @@ def _train(args):
         finally:
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, sigint)
+            _destroy_process_group()
     if trainer.global_rank != 0:
         return 0
     done = files.last_epoch
@@ -461,6 +469,15 @@ def _train(args):
             f"  next: {PROG} evaluate {args.out}; {PROG} prune {args.out}; {PROG} plot {args.out}"
         )
     return 0
+
+
+def _destroy_process_group():
+    """Ends a multi-process run's process group (``--strategy ddp``) now rather than at
+    interpreter exit, where gloo's threads can abort the process after a finished run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 PRETRAINED = "pretrained.pt"
@@ -655,12 +672,11 @@ def _prune(args):
     from .infer.recipe import choose_thresholds
     from .models import is_variational
     from .nn import predict_probs
+    from .nn.dirmag import dirmag_layers
 
     config, model, guide, _ = load_run(_existing_run(args.run))
     if not is_variational(config["method"]):
         raise CLIError(f"{args.run} was trained with --method {config['method']}: nothing to prune")
-    if args.threshold is not None and math.isnan(args.threshold):
-        raise CLIError("--threshold must be a number")
     if not args.tolerance >= 0:
         raise CLIError(f"--tolerance must be >= 0, got {args.tolerance}")
     suffix = _tag_suffix(args.tag)
@@ -683,7 +699,7 @@ def _prune(args):
         result["objective"] = args.objective
         result["validation"] = val
     else:
-        threshold = args.threshold
+        threshold = _thresholds_from_flag(args.threshold, [n for n, _ in dirmag_layers(model.net)])
         result["threshold_source"] = "--threshold"
     pruned, report = prune(model, guide, threshold=threshold)
     unpruned, _ = prune(model, guide, threshold=math.inf)  # the mean network, all units
@@ -710,6 +726,42 @@ def _prune(args):
     )
     print(f"wrote {report_file}")
     return 0
+
+
+def _thresholds_from_flag(values, names):
+    """
+    ``--threshold``'s words as :func:`~pyro_dirmag.infer.prune`'s threshold: a float
+    when it is one bare number, else a ``{layer: float}`` dict over ``names`` (a bare
+    number is the default of the layers not named).
+    """
+    default, per_layer = None, {}
+    for word in values:
+        name, sep, text = word.rpartition("=")
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if math.isnan(value):
+            raise CLIError(f"--threshold wants [LAYER=]NUMBER, got {word!r}")
+        if not sep:
+            if default is not None:
+                raise CLIError(f"--threshold has two values for every layer: {values}")
+            default = value
+        elif name not in names:
+            raise CLIError(f"--threshold names layer {name!r}; the run's DirMag layers are {names}")
+        elif name in per_layer:
+            raise CLIError(f"--threshold names layer {name!r} twice")
+        else:
+            per_layer[name] = value
+    if not per_layer:
+        return default
+    missing = [n for n in names if n not in per_layer]
+    if missing and default is None:
+        raise CLIError(
+            f"--threshold gives no value for layers {missing}: name them or add a bare "
+            "VALUE for the rest"
+        )
+    return {n: per_layer.get(n, default) for n in names}
 
 
 def _tag_suffix(tag):

@@ -499,3 +499,52 @@ def test_retrain_the_kept_architecture(reference, tmp_path, capsys):
     assert {k for k in state if k.endswith(".v")} == {
         k[: -len("weight")] + "v" for k in pruned if k.endswith(".weight")
     }
+
+
+def test_prune_at_per_layer_thresholds(reference, tmp_path, capsys):
+    """``--threshold`` takes a bare value for every layer and ``LAYER=VALUE`` overrides;
+    each layer keeps exactly its units at or below its own threshold."""
+    import shutil
+
+    from pyro_dirmag._sites import site_name
+    from pyro_dirmag.nn.dirmag import dirmag_layers
+
+    run = tmp_path / "copy"
+    shutil.copytree(reference, run)
+    _, model, guide, _ = load_run(str(run))
+    layers = dirmag_layers(model.net)
+    log_alpha = guide.log_alpha()
+    first, (last, last_layer) = layers[0][0], layers[-1]
+    median = log_alpha[site_name(last_layer, "magnitude")].median().item()
+
+    assert main(["prune", str(run), "--threshold", "100", f"{last}={median}", "--tag", "p"]) == 0
+    report = read_json(run / "prune-p.json")
+    assert report["threshold_source"] == "--threshold"
+    assert report["threshold"] == {name: (median if name == last else 100.0) for name, _ in layers}
+    by_name = {r["name"]: r for r in report["layers"]}
+    for name, layer in layers:
+        la = log_alpha[site_name(layer, "magnitude")]
+        expected = int((la <= (median if name == last else 100.0)).sum())
+        assert by_name[name]["units_kept"] == expected, name
+    assert by_name[last]["units_kept"] < by_name[last]["units_total"]
+
+    # every layer named, no default: the same as a dict over all of them
+    every = [f"{name}=100" for name, _ in layers]
+    assert main(["prune", str(run), "--threshold", *every, "--tag", "all"]) == 0
+    assert read_json(run / "prune-all.json")["compression"] == 1.0
+
+    names = [name for name, _ in layers]
+    bad = {
+        "unknown layer": ["nolayer=1"],
+        "missing layers": [f"{first}=1"] if len(names) > 1 else ["x=1"],
+        "two defaults": ["1", "2"],
+        "not a number": [f"{first}=abc"],
+        "nan": ["nan"],
+        "twice": ["0", f"{first}=1", f"{first}=2"],
+    }
+    for case, words in bad.items():
+        capsys.readouterr()
+        assert main(["prune", str(run), "--threshold", *words, "--tag", "bad"]) == 2, case
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "--threshold" in err, (case, err)
+        assert not (run / "prune-bad.json").exists(), case
