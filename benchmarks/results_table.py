@@ -1,5 +1,5 @@
 """
-Prints the results table (README, "Results on full MNIST") from the ``result.json`` files
+Prints the results table (docs/RESULTS.md, "All runs") from the ``result.json`` files
 that ``benchmarks/mnist_recipe.py`` wrote, or from ``pyro-dirmag`` run folders
 (``config.json``, ``metrics.json`` of ``evaluate``, ``prune.json`` of ``prune``; a
 ``prune-TAG.json`` of ``prune --tag TAG`` adds a row ``NAME-TAG``, a ``retrain[-TAG].json``

@@ -4,8 +4,8 @@ choice of pruning thresholds.
 
 The ELBO of a DirMag model is summed over the :math:`N` training examples
 (the likelihood of a mini-batch of :math:`M` weighs :math:`N/M`), so its gradients
-are :math:`O(N)`. Every choice below was ablated on full MNIST (README, "Training
-recipe"):
+are :math:`O(N)`. Every choice below was ablated on full MNIST (docs/RESULTS.md,
+"Ablation of the recipe"):
 
 * **Optimizer.** :class:`torch.optim.Adam`, one optimizer over all parameters of the
   model and the guide, in two groups: the noise parameters of
@@ -163,7 +163,7 @@ def param_groups(model, guide, lr, noise_lr):
 @dataclass(frozen=True)
 class Recipe:
     r"""
-    The default training recipe (measured in the README's "Training recipe" table).
+    The default training recipe (ablated in docs/RESULTS.md).
 
     :param float lr: Adam learning rate of :math:`v`, biases and :math:`m`.
     :param float noise_lr: Adam learning rate of :math:`\log\lambda, \mu, \sigma`.

@@ -275,7 +275,7 @@ def to_noisy(module: nn.Module, **noise_kwargs: Any) -> nn.Module:
         train_deterministic(net, x, y, epochs=50)             # retrain it from scratch
 
     The weights are not copied: the copy starts from the layers' own initialization (in
-    the measurements of the README, retraining a pruned architecture from scratch beat
+    the measurements of docs/RESULTS.md, retraining a pruned architecture from scratch beat
     fine-tuning its pruned weights). Everything else in the module is kept, as in
     :func:`to_dirmag`, and ``module`` itself is not changed. The noise is active in
     ``train()`` mode; :func:`~pyro_dirmag.nn.predict_probs` evaluates the copy as a mean

@@ -376,7 +376,7 @@ class DirMagLinear(_DirMagLayer):
         (:class:`~pyro_dirmag.distributions.HemisphereAngle`: the rotated direction is
         uniform on the hemisphere around :math:`u`; its KL grows with the dimension).
         Experimental: its exact KL prunes far more and costs accuracy (full MNIST,
-        LeNet-300-100: x16.8 at 97.1 %; README, "Stronger priors?").
+        LeNet-300-100: x16.8 at 97.1 %; docs/RESULTS.md, "Stronger priors?").
     """
 
     def __init__(

@@ -445,13 +445,9 @@ def test_default_pretrain_epochs_is_a_tenth_of_the_run(method, epochs, expected,
 
 def test_retrain_kept_benchmark(reference, tmp_path, capsys):
     """benchmarks/retrain_kept.py trains and scores the kept and the full architecture."""
-    import importlib.util
     import shutil
 
-    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "retrain_kept.py"
-    spec = importlib.util.spec_from_file_location("retrain_kept", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark("retrain_kept")
     run = tmp_path / "copy"
     shutil.copytree(reference, run)
     assert main(["prune", str(run), "--threshold", "0"]) == 0
@@ -548,3 +544,43 @@ def test_prune_at_per_layer_thresholds(reference, tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "--threshold" in err, (case, err)
         assert not (run / "prune-bad.json").exists(), case
+
+
+def _benchmark(name):
+    import importlib.util
+
+    path = pathlib.Path(__file__).parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_filter_budget_keeps_at_most_the_budget(reference, tmp_path, capsys):
+    """benchmarks/filter_budget.py: the highest shared threshold keeping at most the
+    budget (ties never push it over), fed to ``prune --threshold`` as printed."""
+    import shutil
+
+    from pyro_dirmag.nn.dirmag import dirmag_layers
+
+    bench = _benchmark("filter_budget")
+    values = [torch.tensor([-5.0, -4.0]), torch.tensor([-4.0, -3.0])]
+    assert bench.budget_threshold(values, 3) == -4.0
+    assert bench.budget_threshold(values, 2) == -5.0  # -4.0 twice would make 3
+    assert bench.budget_threshold(values, 0) == float("-inf")
+    assert bench.budget_threshold(values, 9) == -3.0
+
+    run = tmp_path / "copy"
+    shutil.copytree(reference, run)
+    assert main(["prune", str(run), "--threshold", "0"]) == 0
+    _, model, _, _ = load_run(str(run))
+    names = [name for name, _ in dirmag_layers(model.net)]
+    first = names[0]
+    total = read_json(run / "prune.json")["layers"][0]["units_total"]
+    words = bench.threshold_words(str(run), [first], total // 3)
+    assert words[1:] == [f"{n}=0.0" for n in names[1:]]
+    assert main(["prune", str(run), "--threshold", *words, "--tag", "budget"]) == 0
+    kept = read_json(run / "prune-budget.json")["layers"][0]["units_kept"]
+    assert 0 < kept <= total // 3
+    with pytest.raises(SystemExit, match="no DirMag layers"):
+        bench.threshold_words(str(run), ["nolayer"], 3)
