@@ -41,7 +41,10 @@ def budget_threshold(log_alphas, max_units):
 
 def threshold_words(run, layers, max_units):
     _, model, guide, _ = load_run(run)
-    with open(os.path.join(run, "prune.json")) as f:
+    pruning = os.path.join(run, "prune.json")
+    if not os.path.isfile(pruning):
+        raise SystemExit(f"{run} has no prune.json: run `pyro-dirmag prune {run}` first")
+    with open(pruning) as f:
         chosen = json.load(f)["threshold"]
     by_name = dict(dirmag_layers(model.net))
     unknown = sorted(set(layers) - set(by_name))
