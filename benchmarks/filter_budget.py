@@ -25,18 +25,11 @@ from pyro_dirmag.run import load_run
 
 def budget_threshold(log_alphas, max_units):
     """The highest threshold ``t`` with at most ``max_units`` of ``log_alphas`` ``<= t``
-    (a unit is kept at ``log alpha <= t``); ``-inf`` when the budget is 0."""
+    (a unit is kept at ``log alpha <= t``); ``-inf`` when no unit fits the budget."""
     values = torch.sort(torch.cat([la.flatten() for la in log_alphas])).values
-    if max_units < 1:
-        return float("-inf")
-    if max_units >= len(values):
-        return float(values[-1])
-    # the largest kept value whose ties do not push the count over the budget
-    for k in range(max_units, 0, -1):
-        t = values[k - 1]
-        if int((values <= t).sum()) <= max_units:
-            return float(t)
-    return float("-inf")
+    kept = torch.searchsorted(values, values, right=True)  # units kept at t = each value
+    fits = values[kept <= max_units]
+    return float(fits.max()) if fits.numel() else float("-inf")
 
 
 def threshold_words(run, layers, max_units):
