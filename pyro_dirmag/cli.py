@@ -260,6 +260,13 @@ def _check_positive(args, names):
             raise CLIError(f"{_flag(name)} must be positive, got {value}")
 
 
+def _check_positive_int(args, names):
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise CLIError(f"{_flag(name)} must be a positive integer, got {value}")
+
+
 def _train_config(args, rank):
     """The run's config: fresh from the options, or the stored one for ``--resume``."""
     explicit = {k: getattr(args, k) for k in _TRAIN_DEFAULTS if getattr(args, k) is not None}
@@ -358,11 +365,8 @@ def _load_train_data(config, download):
 def _train(args):
     rank = _env_rank()
     _check_positive(args, ["lr", "noise_lr", "alpha", "magnitude_alpha"])
-    if args.stop_after is not None and args.stop_after < 1:
-        raise CLIError(f"--stop-after must be a positive integer, got {args.stop_after}")
+    _check_positive_int(args, ["stop_after", "threads"])
     if args.threads is not None:
-        if args.threads < 1:
-            raise CLIError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
     config = _train_config(args, rank)
     data = _load_train_data(config, args.download)
@@ -629,10 +633,7 @@ def _evaluate(args):
     from .infer.metrics import reliability_bins
     from .models import evaluation_modes
 
-    if args.num_samples < 1:
-        raise CLIError(f"--num-samples must be a positive integer, got {args.num_samples}")
-    if args.batch_size < 1:
-        raise CLIError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    _check_positive_int(args, ["num_samples", "batch_size"])
     config, model, guide, checkpoint = load_run(_existing_run(args.run))
     data = load_splits(config, rotate=args.rotate)
     import pyro
@@ -782,11 +783,9 @@ def _retrain(args):
 
     run = _existing_run(args.run)
     suffix = _tag_suffix(args.tag)
-    if args.epochs < 1:
-        raise CLIError(f"--epochs must be a positive integer, got {args.epochs}")
+    _check_positive_int(args, ["epochs"])
     _check_positive(args, ["alpha"])
-    if args.num_samples < 1:
-        raise CLIError(f"--num-samples must be a positive integer, got {args.num_samples}")
+    _check_positive_int(args, ["num_samples"])
     config, pruned, report, pruning = load_pruning(run, args.tag)
     torch.manual_seed(args.seed)
     net = to_noisy(pruned, noise="gaussian", alpha=args.alpha)

@@ -250,6 +250,8 @@ BAD_TRAIN = {
         "--direction-noise",
     ),
     "strategy": (["--strategy", "no-such-strategy"], "--strategy"),
+    "stop_after": (["--stop-after", "0"], "--stop-after"),
+    "threads": (["--threads", "0"], "--threads"),
     "noise_lr_method": (["--method", "gaussian-dropout", "--noise-lr", "0.02"], "--noise-lr"),
     "kl_method": (["--method", "none", "--kl-final-weight", "2"], "--kl-final-weight"),
     "init_log_alpha_method": (
@@ -588,3 +590,12 @@ def test_filter_budget_keeps_at_most_the_budget(reference, tmp_path, capsys):
     assert 0 < kept <= total // 3
     with pytest.raises(SystemExit, match="no DirMag layers"):
         bench.threshold_words(str(run), ["nolayer"], 3)
+
+
+@pytest.mark.parametrize("flag", ["--num-samples", "--batch-size"])
+def test_evaluate_refuses_non_positive_counts(reference, flag, capsys):
+    before = sorted(os.listdir(reference))
+    assert main(["evaluate", reference, flag, "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{flag} must be a positive integer" in err, err
+    assert sorted(os.listdir(reference)) == before
