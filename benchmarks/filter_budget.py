@@ -38,7 +38,7 @@ def threshold_words(run, layers, max_units):
     if not os.path.isfile(pruning):
         raise SystemExit(f"{run} has no prune.json: run `pyro-dirmag prune {run}` first")
     with open(pruning) as f:
-        chosen = json.load(f)["threshold"]
+        chosen = {layer["name"]: layer["threshold"] for layer in json.load(f)["layers"]}
     by_name = dict(dirmag_layers(model.net))
     unknown = sorted(set(layers) - set(by_name))
     if unknown:
@@ -47,7 +47,7 @@ def threshold_words(run, layers, max_units):
     t = budget_threshold([log_alpha[site_name(by_name[n], "magnitude")] for n in layers], max_units)
     words = []
     for name in by_name:
-        value = t if name in layers else (chosen[name] if isinstance(chosen, dict) else chosen)
+        value = t if name in layers else chosen[name]
         words.append(f"{name}={float(value)!r}")  # repr: read back exactly
     return words
 
